@@ -1,0 +1,119 @@
+"""First-run set-up: a virtualenv with the pinned requirements, plus the system tools.
+
+Contract: ``ensure_environment(purpose)`` returns only when the running interpreter is the
+project's ``.venv`` with ``requirements.txt`` (and for ``purpose="test"`` also
+``tests/requirements.txt``) installed and the system programs the purpose needs present.
+Otherwise it creates/updates what is missing and re-executes the same command inside the
+venv (``os.execv``), or exits with code 2 and one line saying what to do. Idempotent and
+quick when nothing changed: a hash of the requirement files is stamped into the venv.
+Standard library only: it runs before anything is installed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from ctypes.util import find_library
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("AURA_LIVE_VENV", ROOT / ".venv"))
+_REEXEC_MARK = "_AURA_LIVE_IN_VENV"
+
+# Debian package -> how to tell it is present
+_SYSTEM = {
+    "ffmpeg": lambda: shutil.which("ffmpeg"),          # video decode, torchcodec (Coqui)
+    "espeak-ng": lambda: shutil.which("espeak-ng"),    # offline voice, Coqui phonemes
+    "libportaudio2": lambda: find_library("portaudio"),  # local microphone / speaker
+}
+_SYSTEM_TEST = {
+    "sox": lambda: shutil.which("sox"),
+    "chromium": lambda: shutil.which("chromium"),
+    "pulseaudio": lambda: shutil.which("pulseaudio"),
+    "pulseaudio-utils": lambda: shutil.which("pactl"),
+}
+
+
+def _say(msg: str) -> None:
+    print(f"[setup] {msg}", file=sys.stderr, flush=True)
+
+
+def _die(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _requirement_files(purpose: str) -> list[Path]:
+    files = [ROOT / "requirements.txt"]
+    if purpose == "test":
+        files.append(ROOT / "tests" / "requirements.txt")
+    return files
+
+
+def _stamp(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def _in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def _ensure_system(purpose: str) -> None:
+    needed = dict(_SYSTEM)
+    if purpose == "test":
+        needed.update(_SYSTEM_TEST)
+    missing = [pkg for pkg, present in needed.items() if not present()]
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", "-q", *missing]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        _die(f"missing system packages: {' '.join(missing)}; install them with "
+             f"'sudo {' '.join(command)}' (or your system's equivalent) and run again")
+    _say(f"installing system packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(["apt-get", "update", "-q"], env=env).returncode != 0 \
+            or subprocess.run(command, env=env).returncode != 0:
+        _die(f"apt-get could not install {' '.join(missing)}")
+
+
+def _ensure_venv(purpose: str) -> None:
+    files = _requirement_files(purpose)
+    stamp_file = VENV / f".aura-stamp-{purpose}"
+    want = _stamp(files)
+    if stamp_file.exists() and stamp_file.read_text() == want and _venv_python().exists():
+        return
+    if not _venv_python().exists():
+        _say(f"creating a virtualenv in {VENV}")
+        if subprocess.run([sys.executable, "-m", "venv", str(VENV)]).returncode != 0:
+            _die(f"could not create a virtualenv in {VENV} (is python3-venv installed?)")
+    _say("installing Python packages (the first time takes a few minutes)")
+    pip = [str(_venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    for f in files:
+        if subprocess.run([*pip, "-r", str(f)]).returncode != 0:
+            _die(f"pip could not install {f.relative_to(ROOT)}; see the messages above")
+    stamp_file.write_text(want)
+
+
+def ensure_environment(purpose: str) -> None:
+    """Make the environment ready for ``purpose`` ("app" or "test"), re-exec into the venv."""
+    if sys.version_info < (3, 11):
+        _die(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
+    if os.environ.get("AURA_LIVE_SKIP_SETUP") == "1":
+        return
+    _ensure_system(purpose)
+    _ensure_venv(purpose)
+    if _in_venv():
+        return
+    if os.environ.get(_REEXEC_MARK) == "1":
+        _die(f"re-running inside {VENV} did not take effect; run {_venv_python()} launch.py")
+    os.environ[_REEXEC_MARK] = "1"
+    os.execv(str(_venv_python()), [str(_venv_python()), *sys.argv])
