@@ -38,6 +38,17 @@ class AudioBlock:
     sample_rate: int
 
 
+@dataclass(frozen=True, eq=False)
+class VideoChunk:
+    """One engine step's video: 1 s of stream at 2 fps (2 frames), or a partial chunk of
+    1 frame closed early because a question arrived. ``t_s`` is the chunk's end."""
+    type: ClassVar[str] = "chunk"
+    t_s: float
+    start_s: float
+    frames: tuple[np.ndarray, ...]
+    index: int = 0
+
+
 @dataclass(frozen=True)
 class SpeechStarted:
     """VAD: the user started speaking at ``t_s`` (pre-roll included in the later pcm)."""
@@ -159,11 +170,11 @@ class ErrorEvent:
     fatal: bool = False
 
 
-Event = (VideoFrame | AudioBlock | SpeechStarted | SpeechEnded | UserText | StepDecision
+Event = (VideoFrame | VideoChunk | AudioBlock | SpeechStarted | SpeechEnded | UserText | StepDecision
          | ReplyStarted | ReplyDelta | ReplyEnded | SpeechAudio | BargeIn | StatusChanged
          | Latency | ErrorEvent)
 
-_MEDIA_FIELDS = {"image", "pcm"}
+_MEDIA_FIELDS = {"image", "pcm", "frames"}
 
 
 def to_record(event: Any) -> dict[str, Any]:
@@ -180,5 +191,7 @@ def to_record(event: Any) -> dict[str, Any]:
         out["duration_s"] = round(len(event.pcm) / event.sample_rate, 3)
     if isinstance(event, SpeechEnded):
         out["duration_s"] = round(len(event.pcm) / event.sample_rate, 3)
+    if isinstance(event, VideoChunk):
+        out["n_frames"] = len(event.frames)
     return out
 
