@@ -49,7 +49,9 @@ class EngineConfig:
     backend: str = "auto"                 # auto | reference | fast
     system_prompt: str = BENCHMARK_SYSTEM_PROMPT
     language: str = ""                    # e.g. "English": appends "Respond in English."
-    max_pixels: int = 602_112             # pixel budget of one chunk (both frames together)
+    # pixel budget of one chunk (both frames together): 640x480 x 2 keeps a 640x480 camera at
+    # full size (300 tokens); the published benchmarks used 602,112
+    max_pixels: int = 614_400
     chunk_timestamp_s: float = 0.5        # the chunk-local "<0.5 seconds>" label
     video_window_s: float = 30.0          # N
     float_window_s: float = 15.0          # N'
