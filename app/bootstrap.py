@@ -19,7 +19,7 @@ from ctypes.util import find_library
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("AURA_LIVE_VENV", ROOT / ".venv"))
+VENV = Path(os.environ.get("AURALIVE_VENV", ROOT / ".venv"))
 _REEXEC_MARK = "_AURA_LIVE_IN_VENV"
 
 # Debian package -> how to tell it is present
@@ -107,7 +107,7 @@ def ensure_environment(purpose: str) -> None:
     """Make the environment ready for ``purpose`` ("app" or "test"), re-exec into the venv."""
     if sys.version_info < (3, 11):
         _die(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
-    if os.environ.get("AURA_LIVE_SKIP_SETUP") == "1":
+    if os.environ.get("AURALIVE_SKIP_SETUP") == "1":
         return
     _ensure_system(purpose)
     _ensure_venv(purpose)
