@@ -96,6 +96,12 @@ class LiveSession:
     def ask(self, text: str) -> None:
         self.post(UserText(self._clock.now(), text, source="typed"))
 
+    def set_option(self, name: str, value: bool) -> None:
+        self.post(orc.SetOption(self._clock.now(), name, bool(value)))
+
+    def reset(self) -> None:
+        self.post(orc.ResetContext(self._clock.now()))
+
     def push_to_talk(self, pressed: bool) -> None:
         self._inbox.put(("ptt", pressed))
 
@@ -221,12 +227,12 @@ class LiveSession:
             question = c.question.text if c.question is not None else None
             self._rt.engine_worker.submit(self.session_id, StepJob(
                 self._engine_session, c.chunk, question, c.allow_speak,
-                self._step_cancel.is_set, self._post_event))
+                self._step_cancel.is_set, self._post_event, self._clock))
         elif isinstance(c, orc.CancelReply):
             self._step_cancel.set()
         elif isinstance(c, orc.Transcribe):
             if len(c.utterance.pcm):
-                self._rt.asr_worker.submit(AsrJob(c.utterance, self._post_event))
+                self._rt.asr_worker.submit(AsrJob(c.utterance, self._post_event, self._clock))
         elif isinstance(c, orc.Speak):
             self._tts.feed(c.delta)
         elif isinstance(c, orc.SpeakEnd):
@@ -239,7 +245,8 @@ class LiveSession:
         elif isinstance(c, orc.ResetEngine):
             self._sampler = self._rt.new_sampler()
             self._vad.reset()
-            self._rt.engine_worker.submit(self.session_id, CallJob(self._reset_engine, self._post_event))
+            self._rt.engine_worker.submit(self.session_id, CallJob(self._reset_engine, self._post_event,
+                                                                   self._clock))
         else:
             raise TypeError(f"unknown command {c!r}")
 

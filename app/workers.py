@@ -5,7 +5,7 @@ Contract:
   ``submit(owner, job)`` queues a ``StepJob`` or a ``CallJob``; jobs of one owner run in
   order, owners are served in turn, token by token (a long reply of one session does not
   stall another's silent step). Every event a step yields goes to ``job.on_event`` with its
-  time restamped on the worker's clock; then a ``StepFinished`` follows, also after an
+  time restamped on the job's (the session's) clock; then a ``StepFinished`` follows, also after an
   exception (reported as an ``ErrorEvent`` with ``source="engine"``). With nothing to do,
   the worker gives engine sessions idle time through ``session.maintain(budget_s)``.
 * ``AsrWorker`` transcribes utterances one at a time for all sessions; each result is a
@@ -38,6 +38,7 @@ class StepJob:
     allow_speak: bool
     cancel: Callable[[], bool]
     on_event: Sink
+    clock: Clock
 
 
 @dataclass
@@ -45,11 +46,11 @@ class CallJob:
     """Run ``fn()`` on the engine thread (reset, close); errors go to ``on_error``."""
     fn: Callable[[], None]
     on_error: Sink | None = None
+    clock: Clock | None = None
 
 
 class EngineWorker:
-    def __init__(self, clock: Clock, idle_budget_s: float = 0.02, name: str = "engine") -> None:
-        self._clock = clock
+    def __init__(self, idle_budget_s: float = 0.02, name: str = "engine") -> None:
         self._idle_budget_s = idle_budget_s
         self._inbox: queue.Queue = queue.Queue()
         self._pending: "OrderedDict[str, deque]" = OrderedDict()
@@ -130,7 +131,8 @@ class EngineWorker:
             job.fn()
         except Exception as e:  # reported, the worker keeps serving other sessions
             if job.on_error is not None:
-                job.on_error(ErrorEvent(self._clock.now(), "engine", f"{type(e).__name__}: {e}"))
+                t_s = job.clock.now() if job.clock is not None else 0.0
+                job.on_error(ErrorEvent(t_s, "engine", f"{type(e).__name__}: {e}"))
 
     def _advance_one_round(self) -> None:
         for owner in list(self._active):
@@ -139,15 +141,15 @@ class EngineWorker:
                 event = next(gen)
             except StopIteration:
                 del self._active[owner]
-                job.on_event(StepFinished(self._clock.now(), job.chunk.index))
+                job.on_event(StepFinished(job.clock.now(), job.chunk.index))
                 continue
             except Exception as e:
                 del self._active[owner]
-                job.on_event(ErrorEvent(self._clock.now(), "engine",
+                job.on_event(ErrorEvent(job.clock.now(), "engine",
                                         f"step failed: {type(e).__name__}: {e}", fatal=True))
-                job.on_event(StepFinished(self._clock.now(), job.chunk.index))
+                job.on_event(StepFinished(job.clock.now(), job.chunk.index))
                 continue
-            job.on_event(dataclasses.replace(event, t_s=self._clock.now()))
+            job.on_event(dataclasses.replace(event, t_s=job.clock.now()))
 
     def _idle_work(self) -> None:
         owner, session = next(iter(self._maintain.items()))
@@ -167,12 +169,12 @@ class EngineWorker:
 class AsrJob:
     utterance: SpeechEnded
     on_result: Sink
+    clock: Clock
 
 
 class AsrWorker:
-    def __init__(self, transcriber: Any, clock: Clock, name: str = "asr") -> None:
+    def __init__(self, transcriber: Any, name: str = "asr") -> None:
         self._asr = transcriber
-        self._clock = clock
         self._inbox: queue.Queue = queue.Queue(maxsize=64)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -189,7 +191,7 @@ class AsrWorker:
         try:
             self._inbox.put_nowait(job)
         except queue.Full:
-            job.on_result(ErrorEvent(self._clock.now(), "asr", "speech recognition is overloaded: "
+            job.on_result(ErrorEvent(job.clock.now(), "asr", "speech recognition is overloaded: "
                                      "an utterance was dropped"))
 
     def _run(self) -> None:
@@ -201,8 +203,8 @@ class AsrWorker:
             try:
                 text = self._asr.transcribe(job.utterance.pcm)
             except Exception as e:
-                job.on_result(ErrorEvent(self._clock.now(), "asr", f"transcription failed: {e}"))
+                job.on_result(ErrorEvent(job.clock.now(), "asr", f"transcription failed: {e}"))
                 continue
             ms = (time.perf_counter() - t0) * 1000
-            job.on_result(UserText(self._clock.now(), text, source="voice",
+            job.on_result(UserText(job.clock.now(), text, source="voice",
                                    speech_end_s=job.utterance.t_s, asr_ms=round(ms, 1)))

@@ -14,8 +14,6 @@ import html
 from pathlib import Path
 from typing import Any, Callable
 
-from app.orchestrator import ResetContext, SetOption
-
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REFRESH_S = 0.25
 
@@ -97,8 +95,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         def fn(webrtc_id, value):
             found, _ = lookup(webrtc_id)
             if found is not None:
-                session = found[0]
-                session.post(SetOption(session._clock.now(), name, bool(value)))
+                found[0].set_option(name, bool(value))
         return fn
 
     def ask(webrtc_id, text):
@@ -114,7 +111,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
     def reset(webrtc_id):
         found, _ = lookup(webrtc_id)
         if found is not None:
-            found[0].post(ResetContext(found[0]._clock.now()))
+            found[0].reset()
 
     def talk(webrtc_id, label):
         found, _ = lookup(webrtc_id)
