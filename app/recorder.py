@@ -1,7 +1,7 @@
 """The session recorder: a tap on the event bus that writes a reviewable, replayable record.
 
 Contract: ``Recorder.open(root, session_id, meta, clock, on_error, *, max_gb=None,
-lossless=True, queue_size=4096) -> Recorder`` creates ``root/<YYYYmmdd-HHMMSS>-<id>/``
+lossless=True, queue_size=4096, retention_every_s=30.0) -> Recorder`` creates ``root/<YYYYmmdd-HHMMSS>-<id>/``
 (after applying retention) and starts one writer thread. ``handle(event)`` takes every
 ``app.events`` object of the session from any thread and never blocks: it only enqueues
 (bounded). ``close()`` drains, finalises ``meta.json`` and returns; ``path`` is the folder.
@@ -23,11 +23,11 @@ Files (app/recording_media.py writes the media):
   counts, ``complete: true``.
 Everything is flushed at least every ``FLUSH_S`` of real time: a kill loses about a second.
 
-Failures never reach the caller: queue overflow drops events and reports one ErrorEvent
-per episode; a disk error (ENOSPC...) or the size cap stops the recording with one
+Failures never reach the caller: queue overflow drops events and reports them in an
+ErrorEvent (at most one every ``DROP_REPORT_EVERY_S``, the rest at close); a disk error (ENOSPC...) or the size cap stops the recording with one
 ErrorEvent. ``on_error`` is called from the writer thread. Retention: ``max_gb`` caps the
 whole root (oldest recordings deleted first, never this one nor one being written),
-checked at open and every ``RETENTION_EVERY_S``.
+checked at open and every ``retention_every_s`` (default ``RETENTION_EVERY_S``).
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ from app.recording_media import VideoWriter, WavWriter, resample
 REORDER_S = 0.75
 FLUSH_S = 0.25
 RETENTION_EVERY_S = 30.0
+DROP_REPORT_EVERY_S = 5.0
 _STOP = object()
 _NOT_LOGGED = (ev.AudioBlock, ev.VideoFrame)
 
@@ -59,17 +60,21 @@ class Recorder:
     """One session's recording (see the module contract)."""
 
     def __init__(self, path: Path, root: Path, clock: Any, on_error: Callable[[ev.ErrorEvent], None],
-                 max_bytes: int | None, lossless: bool, queue_size: int, lock_fd: int) -> None:
+                 max_bytes: int | None, lossless: bool, queue_size: int, lock_fd: int,
+                 retention_every_s: float = RETENTION_EVERY_S) -> None:
         self.path = path
         self._root = root
         self._clock = clock
         self._on_error = on_error
         self._max_bytes = max_bytes
+        self._retention_every_s = retention_every_s
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._lock_fd = lock_fd
         self._closed = False
         self._dropped = 0                     # overflow drops (counted by handle)
+        self._drop_lock = threading.Lock()    # handle() runs on many threads
         self._dropped_reported = 0
+        self._last_drop_report = float("-inf")
         self._failed: str | None = None
         self._video = VideoWriter(path / "video.mp4", lossless=lossless)
         self._mic = WavWriter(path / "mic.wav", cat.MIC_RATE)
@@ -89,7 +94,8 @@ class Recorder:
     @classmethod
     def open(cls, root: Path, session_id: str, meta: dict, clock: Any,
              on_error: Callable[[ev.ErrorEvent], None], *, max_gb: float | None = None,
-             lossless: bool = True, queue_size: int = 4096) -> "Recorder":
+             lossless: bool = True, queue_size: int = 4096,
+             retention_every_s: float = RETENTION_EVERY_S) -> "Recorder":
         if not isinstance(session_id, str) or not cat.SESSION_ID_RE.fullmatch(session_id):
             raise ValueError(f"recorder: session id must match {cat.SESSION_ID_RE.pattern}, "
                              f"got {session_id!r}")
@@ -109,7 +115,8 @@ class Recorder:
                 path = root / f"{stamp}-{session_id}-{n}"
         lock_fd = os.open(path / cat.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        rec = cls(path, root, clock, on_error, max_bytes, lossless, queue_size, lock_fd)
+        rec = cls(path, root, clock, on_error, max_bytes, lossless, queue_size, lock_fd,
+                  retention_every_s)
         rec._meta = {"id": path.name, "session_id": session_id, "format": 1,
                      "started_at": _dt.datetime.fromtimestamp(wall).isoformat(timespec="seconds"),
                      "stream_start_s": round(float(clock.now()), 3), "complete": False,
@@ -126,7 +133,8 @@ class Recorder:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self._dropped += 1
+            with self._drop_lock:
+                self._dropped += 1
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Drain what was handed in, finish every file and release the recording."""
@@ -154,7 +162,7 @@ class Recorder:
                 if now - last_flush >= FLUSH_S and self._failed is None:
                     last_flush = now
                     self._guard(self._flush, False)
-                if now - last_retention >= RETENTION_EVERY_S and self._failed is None:
+                if now - last_retention >= self._retention_every_s and self._failed is None:
                     last_retention = now
                     self._guard(self._retention)
         finally:
@@ -260,8 +268,11 @@ class Recorder:
                        f"({self._max_bytes / 1e9:g} GB)")
 
     def _report_overflow(self) -> None:
+        """One ErrorEvent per overload episode (at most one every DROP_REPORT_EVERY_S)."""
         dropped = self._dropped
-        if dropped > self._dropped_reported and self._queue.qsize() < self._queue.maxsize // 2:
+        now = time.monotonic()
+        if dropped > self._dropped_reported and now - self._last_drop_report >= DROP_REPORT_EVERY_S:
+            self._last_drop_report = now
             self._report(f"recorder: {dropped - self._dropped_reported} events dropped "
                          "(the disk is too slow); the recording has gaps")
             self._dropped_reported = dropped
@@ -288,6 +299,8 @@ class Recorder:
 
     def _finish(self) -> None:
         """Close every file (on the writer thread), write the final meta, drop the lock."""
+        self._last_drop_report = float("-inf")
+        self._report_overflow()  # drops since the last report
         try:
             if self._failed is None:
                 self._guard(self._close_files)

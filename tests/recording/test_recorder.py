@@ -204,6 +204,15 @@ def test_retention_deletes_oldest_first_never_the_live_one(tmp_path):
     assert left == ["20250101-000000-other", "20260102-000000-b", "20260103-000000-c", rec.path.name]
 
 
+def test_recording_above_the_size_cap_is_stopped_with_an_error(tmp_path, voices):
+    """Guards against one endless session filling the disk past recordings_max_gb."""
+    rec = record_story(tmp_path, make_session(voices, seconds=9), session_id="big",
+                       max_gb=0.0002, retention_every_s=0.0)
+    assert [e.message for e in rec.errors] == [
+        f"recording stopped: {rec.path.name} reached the size cap (0.0002 GB)"]
+    assert not cat.read_meta(rec.path)["complete"] and not cat.is_live(rec.path)
+
+
 @pytest.mark.timeout(60)
 def test_sigkill_mid_session_leaves_a_readable_recording(tmp_path):
     """Guards against a crash losing the session: after SIGKILL at ~6 s every file reads,
