@@ -3,6 +3,7 @@
 
     python3 launch.py [options]            the browser app (see --help)
     python3 launch.py replay VIDEO ...     run the engine over a video file, JSON lines out
+    python3 launch.py export REC --out F.zip   bundle a recording (mp4 with both voices, captions)
     python3 launch.py test [pytest args]   set up and run the test suite
 
 The first run of any command creates ``.venv`` and installs what is missing
@@ -18,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-SUBCOMMANDS = ("replay", "test")
+SUBCOMMANDS = ("replay", "test", "export")
 
 
 # --- options shared by every command that builds a Config -------------------------------
@@ -133,12 +134,32 @@ def cmd_test(argv: list[str]) -> int:
     return int(pytest.main(args))
 
 
+# --- export ---------------------------------------------------------------------------
+def cmd_export(argv: list[str]) -> int:
+    """Bundle one recording folder into a zip (app/export.py); a bad folder is exit 2."""
+    parser = argparse.ArgumentParser(prog="launch.py export", description=cmd_export.__doc__)
+    parser.add_argument("recording", metavar="RECORDING_DIR")
+    parser.add_argument("--out", metavar="FILE.zip", help="default: ./<recording name>.zip")
+    args = parser.parse_args(argv)
+    from app.export import export
+    rec = Path(args.recording)
+    try:
+        out = export(rec, Path(args.out) if args.out else Path(f"{rec.resolve().name}.zip"))
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     from app.bootstrap import ensure_environment
     ensure_environment("test" if command == "test" else "app")
     if command == "test":
         return cmd_test(argv[1:])
+    if command == "export":
+        return cmd_export(argv[1:])
     return cmd_app(argv)
 
 
