@@ -20,7 +20,7 @@ from ctypes.util import find_library
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("AURALIVE_VENV", ROOT / ".venv"))
+DEFAULT_VENV = Path(os.environ.get("AURALIVE_VENV", ROOT / ".venv"))
 _REEXEC_MARK = "_AURA_LIVE_IN_VENV"
 
 # Debian package -> how to tell it is present
@@ -57,16 +57,23 @@ def _stamp(f: Path) -> str:
     return hashlib.sha256(f.read_bytes()).hexdigest()
 
 
-def _stamp_file(f: Path) -> Path:
-    return VENV / f".aura-stamp-{'-'.join(f.relative_to(ROOT).parts)}"
+def _stamp_file(f: Path, venv: Path) -> Path:
+    return venv / f".aura-stamp-{'-'.join(f.relative_to(ROOT).parts)}"
 
 
-def _venv_python() -> Path:
-    return VENV / "bin" / "python"
+def _stale(files: list[Path], venv: Path) -> list[Path]:
+    python = venv / "bin" / "python"
+    return [f for f in files if not python.exists() or not _stamp_file(f, venv).exists()
+            or _stamp_file(f, venv).read_text() != _stamp(f)]
 
 
-def _in_venv() -> bool:
-    return Path(sys.prefix).resolve() == VENV.resolve()
+def _choose_venv(purpose: str) -> Path:
+    """The active virtualenv if it is already set up for these requirements (e.g. another
+    checkout's), else the project's own ``.venv``."""
+    active = Path(sys.prefix)
+    if active != Path(sys.base_prefix) and not _stale(_requirement_files(purpose), active):
+        return active
+    return DEFAULT_VENV
 
 
 def _ensure_system(purpose: str) -> None:
@@ -87,23 +94,22 @@ def _ensure_system(purpose: str) -> None:
         _die(f"apt-get could not install {' '.join(missing)}")
 
 
-def _ensure_venv(purpose: str) -> None:
+def _ensure_venv(purpose: str, venv: Path) -> None:
     """Install each requirements file whose content changed since it was last installed."""
-    stale = [f for f in _requirement_files(purpose)
-             if not _venv_python().exists() or not _stamp_file(f).exists()
-             or _stamp_file(f).read_text() != _stamp(f)]
+    python = venv / "bin" / "python"
+    stale = _stale(_requirement_files(purpose), venv)
     if not stale:
         return
-    if not _venv_python().exists():
-        _say(f"creating a virtualenv in {VENV}")
-        if subprocess.run([sys.executable, "-m", "venv", str(VENV)]).returncode != 0:
-            _die(f"could not create a virtualenv in {VENV} (is python3-venv installed?)")
+    if not python.exists():
+        _say(f"creating a virtualenv in {venv}")
+        if subprocess.run([sys.executable, "-m", "venv", str(venv)]).returncode != 0:
+            _die(f"could not create a virtualenv in {venv} (is python3-venv installed?)")
     _say("installing Python packages (the first time takes a few minutes)")
-    pip = [str(_venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     for f in stale:
         if subprocess.run([*pip, "-r", str(f)]).returncode != 0:
             _die(f"pip could not install {f.relative_to(ROOT)}; see the messages above")
-        _stamp_file(f).write_text(_stamp(f))
+        _stamp_file(f, venv).write_text(_stamp(f))
 
 
 def ensure_environment(purpose: str) -> None:
@@ -113,10 +119,12 @@ def ensure_environment(purpose: str) -> None:
     if os.environ.get("AURALIVE_SKIP_SETUP") == "1":
         return
     _ensure_system(purpose)
-    _ensure_venv(purpose)
-    if _in_venv():
+    venv = _choose_venv(purpose)
+    _ensure_venv(purpose, venv)
+    if Path(sys.prefix).resolve() == venv.resolve():
         return
+    python = venv / "bin" / "python"
     if os.environ.get(_REEXEC_MARK) == "1":
-        _die(f"re-running inside {VENV} did not take effect; run {_venv_python()} launch.py")
+        _die(f"re-running inside {venv} did not take effect; run {python} launch.py")
     os.environ[_REEXEC_MARK] = "1"
-    os.execv(str(_venv_python()), [str(_venv_python()), *sys.argv])
+    os.execv(str(python), [str(python), *sys.argv])
