@@ -12,7 +12,9 @@ Contract (the orchestrator's; one engine thread drives a session):
 * ``maintain(budget_s) -> bool`` spends up to ``budget_s`` seconds building the shadow
   cache for the next window cut; True if shadow work remains.
 * ``reset()`` empties the context (same model); ``close()`` frees the caches.
-* ``context_tokens``: tokens in the live cache; ``context_ids()``: those ids.
+* ``context_tokens``: tokens in the live cache; ``context_ids()``: those ids;
+  ``next_token_logits()`` the raw logits that follow them; ``plan_segments(start)`` the
+  context a fresh run would build (for dumps and the equivalence tests).
 
 Window cuts (model/context.py): vision features are computed once per chunk and kept while
 the chunk is in the video window. Once a completed round ends after the next cut point,
@@ -93,6 +95,14 @@ class AuraSession:
 
     def context_ids(self) -> list[int]:
         return list(self._live.ids) if self._live else []
+
+    @property
+    def window_start_s(self) -> float | None:
+        return self._window_start
+
+    def next_token_logits(self) -> torch.Tensor:
+        """The live cache's raw logits for the token after ``context_ids()`` (a copy)."""
+        return self._live.last_logits.clone()
 
     def reset(self) -> None:
         self._finish_active()

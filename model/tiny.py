@@ -22,7 +22,8 @@ cut, window size) more than on frames, so the silent/speak mix varies with the w
 settings (measured: 6 s/3 s windows about half silent; 30 s/15 s mostly silent). Tests use
 seeded frames and assert that the paths they need actually occurred.
 
-CLI: ``python -m model.tiny OUT_DIR [--seed S]``.
+CLI: ``python -m model.tiny OUT_DIR [--seed S]``. ``ensure(cache_dir, seed)`` builds once
+into ``cache_dir/seed-S`` and reuses it (the offline preset).
 """
 from __future__ import annotations
 
@@ -42,16 +43,16 @@ BPE_VOCAB = 600
 # HF processor expands; text items follow in order.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "<|im_start|>{{ message['role'] }}\n"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'video' -%}<|vision_start|><|video_pad|><|vision_end|>"
-    "{%- elif item['type'] == 'image' -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- if item['type'] == 'video' -%}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif item['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
     "{%- else -%}{{ item['text'] }}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
-    "<|im_end|>\n"
+    "{{ '<|im_end|>\\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
 # Our own pre-tokenizer pattern: contractions, letter runs, single digits, punctuation
@@ -273,6 +274,26 @@ def _build(out_dir: Path, seed: int) -> None:
     _shape_head(model, AutoTokenizer.from_pretrained(out_dir), out_dir, seed)
     model.save_pretrained(out_dir)
     (out_dir / "aura_tiny.json").write_text(json.dumps({"seed": seed, "note": "random weights"}))
+
+
+def ensure(cache_dir: Path, seed: int = 0) -> Path:
+    """``cache_dir/seed-S``, built once (into a temporary folder, then renamed)."""
+    import shutil
+    import tempfile
+    target = Path(cache_dir) / f"seed-{int(seed)}"
+    if (target / "aura_tiny.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        build(tmp, seed)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """``Track``: one KV cache and what it takes to keep appending segments to it.
 
 Contract: a track owns a backend cache handle, the next M-RoPE position counter, the ids
-it holds (``ids``, for dumps and tests) and a queue of segments not yet appended.
+it holds (``ids``, for dumps and tests), the logits after them (``last_logits``) and a queue of segments not yet appended.
 ``append(seg, feats)`` prepares a segment (embeddings with the vision features scattered
 in at the video pads, explicit positions, visual mask, deepstack rows) and appends it now,
 returning the last position's logits; ``append_ids(ids)`` does the same for plain text.
@@ -44,6 +44,7 @@ class Track:
         self.cache = backend.new_cache()
         self.next_pos = 0                 # M-RoPE counter after everything queued so far
         self.ids: list[int] = []          # ids appended (in the cache), in order
+        self.last_logits: torch.Tensor | None = None   # next-token logits after ``ids``
         self._queue: deque[_Prepared] = deque()
 
     @property
@@ -78,6 +79,7 @@ class Track:
         logits = self.backend.append(self.cache, p.embeds[a:b], p.positions[:, a:b], mask, deep)
         self.ids.extend(p.ids[a:b])
         p.done = b
+        self.last_logits = logits
         return logits
 
     def append(self, seg: Segment, feats: VisionFeatures | None = None) -> torch.Tensor:
