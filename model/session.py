@@ -64,6 +64,7 @@ class AuraSession:
         self._stops = (sp.im_end, sp.silent)
         self._active = None
         self._closed = False
+        self._n_replies = 0           # kept across reset(): reply ids stay unique
         self._live: Track | None = None
         self._shadow: _Shadow | None = None
         self._init_state()
@@ -75,7 +76,6 @@ class AuraSession:
         self._window_start: float | None = None
         self._turns: deque[tuple[int, ...]] = deque(maxlen=MAX_TURNS)
         self._next_key = 0
-        self._n_replies = 0
         self._sampler = Sampler(self.cfg.temperature, self.cfg.top_p, self.cfg.seed, self.model.device)
         self._live = self._new_track()
         self._live.append(self.layout.system())
