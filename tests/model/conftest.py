@@ -22,10 +22,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+def shared_tiny(tmp_path_factory) -> Path:
+    """The seed-0 tiny checkpoint, built once per test run (shared with tests/app)."""
+    from model.tiny import ensure
+    return ensure(tmp_path_factory.getbasetemp() / "aura-tiny", seed=0)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
-    from model.tiny import build
-    return build(tmp_path_factory.mktemp("tiny-aura"), seed=0)
+    return shared_tiny(tmp_path_factory)
 
 
 def engine_cfg(tiny_dir: Path, **overrides) -> EngineConfig:
