@@ -249,8 +249,8 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """``AURA_ENGINE_MODEL=...`` style variables as a config layer (unknown ones are errors)."""
     layer: dict[str, dict[str, str]] = {}
     for key, value in environ.items():
-        if not key.startswith("AURA_") or key.startswith("AURA_LIVE_"):
-            continue  # AURA_LIVE_* belong to the bootstrap (app/bootstrap.py)
+        if not key.startswith("AURA_"):
+            continue
         rest = key[5:].lower()
         section, _, name = rest.partition("_")
         if section not in _SECTIONS or not name:
