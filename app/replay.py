@@ -14,7 +14,8 @@ Output, one JSON object per line (``t`` = stream seconds, ``type``), built with
 ``p_silent``, ``context_tokens``, ``step_ms``, and with ``--dump-context`` the
 ``context_ids`` the model saw), ``reply`` (``text``, ``reply_id``, ``proactive``,
 ``ttft_ms``), ``error`` (``message``). A bad or unreadable video, a bad ``--ask`` or a
-model that cannot load is one line on stderr and exit code 2.
+model that cannot load is one line on stderr and exit code 2. ``--preset offline`` uses the
+app's tiny checkpoint (app/presets.py, built once under the cache folder).
 """
 from __future__ import annotations
 
@@ -161,8 +162,8 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
         return 2
     from model.vlm import AuraModel, ModelLoadError
     if cfg.app.preset == "offline":
-        from model.tiny import ensure
-        cfg = _with_model(cfg, str(ensure(cache_dir / "aura-tiny", cfg.engine.seed)))
+        from app.presets import offline_vlm
+        cfg = _with_model(cfg, str(offline_vlm(cache_dir, say)))
     try:
         model = AuraModel.load(cfg.engine, progress=say)
     except ModelLoadError as e:

@@ -1,4 +1,4 @@
-"""A tiny random AURA-compatible checkpoint, built offline in about a second.
+"""A tiny random AURA-compatible checkpoint, built offline in about ten seconds.
 
 Contract: ``build(out_dir, seed=0) -> out_dir`` writes a complete Qwen3-VL checkpoint
 directory: ``config.json`` + ``model.safetensors`` (random weights, ~0.3 M parameters),
@@ -22,8 +22,8 @@ cut, window size) more than on frames, so the silent/speak mix varies with the w
 settings (measured: 6 s/3 s windows about half silent; 30 s/15 s mostly silent). Tests use
 seeded frames and assert that the paths they need actually occurred.
 
-CLI: ``python -m model.tiny OUT_DIR [--seed S]``. ``ensure(cache_dir, seed)`` builds once
-into ``cache_dir/seed-S`` and reuses it (the offline preset).
+CLI: ``python -m model.tiny OUT_DIR [--seed S]``. The offline preset builds it once
+(app/presets.py).
 """
 from __future__ import annotations
 
@@ -274,26 +274,6 @@ def _build(out_dir: Path, seed: int) -> None:
     _shape_head(model, AutoTokenizer.from_pretrained(out_dir), out_dir, seed)
     model.save_pretrained(out_dir)
     (out_dir / "aura_tiny.json").write_text(json.dumps({"seed": seed, "note": "random weights"}))
-
-
-def ensure(cache_dir: Path, seed: int = 0) -> Path:
-    """``cache_dir/seed-S``, built once (into a temporary folder, then renamed)."""
-    import shutil
-    import tempfile
-    target = Path(cache_dir) / f"seed-{int(seed)}"
-    if (target / "aura_tiny.json").is_file() and (target / "model.safetensors").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-    try:
-        build(tmp, seed)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return target
 
 
 def main(argv: list[str]) -> int:

@@ -114,13 +114,13 @@ def test_realtime_paces_to_the_stream_clock(tmp_path, tiny, capsys):
 
 @pytest.mark.slow
 def test_preset_offline_builds_the_tiny_model_once(tmp_path, capsys):
-    """`replay --preset offline` needs no --model and no hub: it builds the tiny checkpoint
-    into the cache folder the first time and reuses it."""
+    """`replay --preset offline` needs no --model and no hub: it builds the app's tiny
+    checkpoint into the cache folder the first time (app/presets.py) and uses it."""
     from app.config import build_config
     from app.replay import main
     video = write_video(tmp_path / "v.mp4", 3.0)
     cfg = build_config({"app": {"preset": "offline"}, "engine": {"device": "cpu"}})
     assert main(cfg, str(video), [], None, False, False, cache_dir=tmp_path / "cache") == 0
-    assert (tmp_path / "cache" / "aura-tiny" / "seed-0" / "model.safetensors").is_file()
+    assert (tmp_path / "cache" / "offline" / "aura-tiny" / "model.safetensors").is_file()
     out = capsys.readouterr().out
     assert [json.loads(x)["type"] for x in out.splitlines()][:2] == ["step", "step"]

@@ -24,8 +24,11 @@ def _one_thread():
 
 def shared_tiny(tmp_path_factory) -> Path:
     """The seed-0 tiny checkpoint, built once per test run (shared with tests/app)."""
-    from model.tiny import ensure
-    return ensure(tmp_path_factory.getbasetemp() / "aura-tiny", seed=0)
+    from model.tiny import build
+    target = tmp_path_factory.getbasetemp() / "aura-tiny"
+    if not (target / "aura_tiny.json").is_file():
+        build(target, seed=0)
+    return target
 
 
 @pytest.fixture(scope="session")
