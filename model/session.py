@@ -1,14 +1,16 @@
 """``AuraSession``: one conversation over a live stream, with its own KV cache.
 
 Contract (the orchestrator's; one engine thread drives a session):
-* ``step(chunk, question=None, cancel=None)`` returns a generator of app.events:
-  ``StepDecision`` first (``t_s = chunk.t_s``), then, if the model speaks,
+* ``step(chunk, question=None, cancel=None, allow_speak=True)`` returns a generator of
+  app.events: ``StepDecision`` first (``t_s = chunk.t_s``), then, if the model speaks,
   ``ReplyStarted``, ``ReplyDelta``..., ``ReplyEnded`` (``cancelled=True`` when
   ``cancel()`` turned true between tokens). The chunk's user turn is appended to the cache
   (only appended: history is never re-rendered), the first-token logits decide silent vs
   speak (protocol section 4), and the assistant turn is ALWAYS appended -- silent,
   finished, cancelled, or cut short because the caller closed the generator or started
-  the next step -- so two user turns never follow each other.
+  the next step -- so two user turns never follow each other. ``allow_speak=False``
+  (proactive remarks switched off) records a silent turn whatever the model chose;
+  ``p_silent`` is still the model's.
 * ``maintain(budget_s) -> bool`` spends up to ``budget_s`` seconds building the shadow
   cache for the next window cut; True if shadow work remains.
 * ``reset()`` empties the context (same model); ``close()`` frees the caches.
@@ -183,11 +185,12 @@ class AuraSession:
             gen, self._active = self._active, None
             gen.close()
 
-    def step(self, chunk: VideoChunk, question: str | None = None, cancel=None):
+    def step(self, chunk: VideoChunk, question: str | None = None, cancel=None,
+             allow_speak: bool = True):
         if self._closed:
             raise RuntimeError(f"session {self.session_id} is closed")
         self._finish_active()
-        gen = self._run(chunk, question, cancel)
+        gen = self._run(chunk, question, cancel, allow_speak)
         self._active = gen
         return gen
 
@@ -198,7 +201,7 @@ class AuraSession:
         bias = repetition_bias(self._turns, self.model.exempt) if self.cfg.repetition_penalty else {}
         return apply_bias(raw, bias, self._banned)
 
-    def _run(self, chunk: VideoChunk, question: str | None, cancel):
+    def _run(self, chunk: VideoChunk, question: str | None, cancel, allow_speak: bool):
         t0 = time.perf_counter()
         feats = self.model.vision.encode(chunk.frames)
         if self._window_start is None:
@@ -212,7 +215,7 @@ class AuraSession:
         logits = self._logits(self._live.append(seg, feats))
         token = self._sampler.pick(logits)
         p_silent = p_token(logits, self.model.specials.silent)
-        silent = token in self._stops
+        silent = token in self._stops or not allow_speak
         reply: list[int] = []
         fed = 0
         try:

@@ -132,3 +132,20 @@ def test_repetition_penalty_changes_the_decision_logits(tiny_dir):
         return [list(s.step(chunk_at(i, random_frames(rng))))[0].p_silent for i in range(10)]
     plain, penalized = p_silents(False), p_silents(True)
     assert plain[:2] == penalized[:2] and plain != penalized
+
+
+def test_allow_speak_false_records_silence(tiny_model):
+    """Proactive remarks off: a step the model would speak on stays silent, and the context
+    holds a silent turn, matching what the user experienced."""
+    rng = np.random.default_rng(4)
+    speaker = tiny_model.new_session("on")
+    i, gen, first = _until_speaking(speaker, rng)
+    gen.close()
+    muted, rng = tiny_model.new_session("off"), np.random.default_rng(4)
+    for k in range(i):
+        list(muted.step(chunk_at(k, random_frames(rng))))
+    events = list(muted.step(chunk_at(i, random_frames(rng)), allow_speak=False))
+    assert [e.type for e in events] == ["step"] and events[0].decision == "silent"
+    assert events[0].p_silent == first.p_silent
+    assert muted.context_ids()[-3:] == [tiny_model.specials.silent, tiny_model.specials.im_end,
+                                        *tiny_model.tokenizer.encode("\n")]
