@@ -126,6 +126,27 @@ def cmd_app(argv: list[str]) -> int:
         return fail(str(e))
 
 
+# --- replay ---------------------------------------------------------------------------
+def cmd_replay(argv: list[str]) -> int:
+    """Run the engine over a video file; JSON lines out (app/replay.py)."""
+    parser = argparse.ArgumentParser(prog="launch.py replay", description=cmd_replay.__doc__)
+    parser.add_argument("video", help="video file (anything OpenCV reads: mp4, y4m, ...)")
+    parser.add_argument("--ask", action="append", default=[], metavar="SECONDS:TEXT",
+                        help="a typed question at that stream time (repeatable)")
+    parser.add_argument("--out", metavar="FILE.jsonl", help="write here instead of stdout")
+    parser.add_argument("--dump-context", action="store_true", help="add the context token ids to each step")
+    parser.add_argument("--realtime", action="store_true", help="pace the video in real time")
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args)
+    except ValueError as e:
+        return fail(str(e))
+    from app.replay import main as replay
+    return replay(cfg, args.video, args.ask, args.out, args.dump_context, args.realtime,
+                  cache_dir=ROOT / ".cache")
+
+
 # --- test -----------------------------------------------------------------------------
 def cmd_test(argv: list[str]) -> int:
     """Run the whole suite except GPU tests (unless a GPU is present); extra args go to pytest."""
@@ -158,6 +179,8 @@ def main(argv: list[str]) -> int:
     ensure_environment("test" if command == "test" else "app")
     if command == "test":
         return cmd_test(argv[1:])
+    if command == "replay":
+        return cmd_replay(argv[1:])
     if command == "export":
         return cmd_export(argv[1:])
     return cmd_app(argv)

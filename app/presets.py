@@ -47,15 +47,20 @@ def _build_once(target: Path, build: Callable[[Path], object], progress: Callabl
     return {k: target / v for k, v in json.loads(index.read_text()).items()}
 
 
+def offline_vlm(cache_dir: Path, progress: Callable[[str], None]) -> Path:
+    """The tiny AURA dir alone (replay needs no speech models), built if missing."""
+    from model import tiny as tiny_vlm
+    vlm_dir = cache_dir / "offline" / "aura-tiny"
+    _build_once(vlm_dir, lambda d: tiny_vlm.build(d, seed=TINY_SEED), progress, "the tiny AURA model")
+    return vlm_dir
+
+
 def offline_models(cache_dir: Path, progress: Callable[[str], None]) -> tuple[Path, Path]:
     """(tiny AURA dir, tiny Whisper CTranslate2 dir), built if missing."""
-    from model import tiny as tiny_vlm
     from speech import tiny as tiny_speech
-    root = cache_dir / "offline"
-    vlm_dir = root / "aura-tiny"
-    speech_dir = root / "speech-tiny"
-    _build_once(vlm_dir, lambda d: tiny_vlm.build(d, seed=TINY_SEED), progress, "the tiny AURA model")
-    speech = _build_once(speech_dir, tiny_speech.build, progress, "the tiny speech models")
+    vlm_dir = offline_vlm(cache_dir, progress)
+    speech = _build_once(cache_dir / "offline" / "speech-tiny", tiny_speech.build, progress,
+                         "the tiny speech models")
     return vlm_dir, speech["whisper"]
 
 
