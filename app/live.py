@@ -1,8 +1,8 @@
 """One live session: devices in, orchestrator decisions carried out, events out.
 
 Contract: ``LiveSession(session_id, runtime, io, clock, settings, listeners)`` runs one
-control thread that owns the session's pure parts (frame sampler, VAD, barge-in detector,
-orchestrator) and carries out the orchestrator's commands: engine steps go to the shared
+control thread that owns the session's pure parts (frame sampler, the echo guard with its
+VAD and barge-in rule, orchestrator) and carries out the orchestrator's commands: engine steps go to the shared
 ``EngineWorker``, utterances to the shared ``AsrWorker``, reply text to this session's
 ``TTSStream``, audio to its speaker. Inputs arrive through ``post()`` (thread-safe, bounded:
 audio overflow is an error event, video keeps only the newest frame) from device callbacks,
@@ -57,9 +57,8 @@ class LiveSession:
         self._listeners = list(listeners or [])
         self._orc = orc.Orchestrator(settings)
         self._sampler = runtime.new_sampler()
-        self._vad = runtime.new_vad()
-        self._barge = runtime.new_barge_in_detector()
-        self._tts = runtime.new_tts_stream(self._on_tts_audio, clock)
+        self._guard = runtime.new_echo_guard(io)
+        self._tts = runtime.new_tts_stream(self._on_tts_audio, clock, self._post_event)
         self._inbox: queue.Queue = queue.Queue()
         self._audio_pending = 0
         self._audio_lock = threading.Lock()
@@ -160,7 +159,14 @@ class LiveSession:
     def _feed(self, event: object) -> None:
         now = self._clock.now()
         if isinstance(event, _Played):
+            if event.audio.text:
+                self._guard.spoken(event.audio.text, now)
             self._emit(event.audio)
+            return
+        if isinstance(event, UserText) and event.source == "voice" and \
+                self._guard.is_echo_text(event.text, now):
+            self._emit(ErrorEvent(now, "echo", f"ignored a transcript that repeats the assistant: "
+                                  f"{event.text[:80]!r}"))
             return
         if isinstance(event, ErrorEvent) and event.source == "engine" and event.fatal:
             self._emit(event)
@@ -193,12 +199,11 @@ class LiveSession:
             return
         if not self._orc.settings.hands_free:
             return
-        for ev in self._vad.feed(block):
-            if isinstance(ev, (SpeechStarted, SpeechEnded)):
-                self._feed(ev)
-        playing = self._playing
-        if playing is not None and self._barge.feed(block, self._vad.speaking):
-            self._feed(BargeIn(self._clock.now(), playing))
+        heard = self._guard.process(block, self._playing)
+        for ev in heard.events:
+            self._feed(ev)
+        if heard.barge_in is not None:
+            self._feed(heard.barge_in)
 
     def _on_ptt(self, pressed: bool) -> None:
         now = self._clock.now()
@@ -244,7 +249,7 @@ class LiveSession:
             self._close_partial(c.t_s)
         elif isinstance(c, orc.ResetEngine):
             self._sampler = self._rt.new_sampler()
-            self._vad.reset()
+            self._guard.reset()
             self._rt.engine_worker.submit(self.session_id, CallJob(self._reset_engine, self._post_event,
                                                                    self._clock))
         else:

@@ -17,9 +17,12 @@ from app.events import (BargeIn, ErrorEvent, Latency, ReplyEnded, ReplyStarted, 
 
 
 class LocalIO:
-    def __init__(self, camera: Any, speaker: Any) -> None:
+    def __init__(self, camera: Any, speaker: Any, clock: Any) -> None:
         self._camera = camera
         self._speaker = speaker
+        self.clock = clock
+        # what the speaker played, for echo suppression (None if it cannot tell)
+        self.reference = getattr(speaker, "played_audio", None)
 
     def latest_frame(self) -> VideoFrame | None:
         return self._camera.latest()
@@ -59,12 +62,12 @@ class TerminalCaptions:
             print(line, file=self._out, flush=True)
 
 
-def run_local(manager: Any, camera: Any, mic: Any, speaker: Any, stop: threading.Event,
+def run_local(manager: Any, camera: Any, mic: Any, speaker: Any, clock: Any, stop: threading.Event,
               out: TextIO = sys.stdout) -> None:
     camera.start()
     session = None
     try:
-        session = manager.open(LocalIO(camera, speaker))
+        session = manager.open(LocalIO(camera, speaker, clock))
         if session is None:
             raise RuntimeError("no session could be opened")
         session.add_listener(TerminalCaptions(out))

@@ -1,8 +1,9 @@
 """The session manager: admits up to ``max_sessions`` live sessions and keeps them apart.
 
 Contract: ``SessionManager(runtime, config, clock_factory, recorder_factory=None)``.
-``open(io)`` starts a new ``LiveSession`` on transport ``io`` with a fresh random id, its
-own clock, view model and (unless recording is off) recorder, or returns ``None`` when all
+``open(io)`` starts a new ``LiveSession`` on transport ``io`` with a fresh random id, the
+transport's clock (``io.clock``, so device timestamps and stream time agree; else a new
+one from ``clock_factory``), its own view model and (unless recording is off) recorder, or returns ``None`` when all
 ``config.app.max_sessions`` places are taken — nobody can join or take over another
 person's session, the id is never reused. ``get(id)`` returns ``(session, view)``,
 ``close(id)`` ends one (idempotent), ``close_all()`` ends every session at shutdown.
@@ -47,7 +48,7 @@ class SessionManager:
                 session_id = secrets.token_hex(4)
             self._sessions[session_id] = None  # type: ignore[assignment]  (reserved)
         try:
-            clock = self._clock_factory()
+            clock = getattr(io, "clock", None) or self._clock_factory()
             view = SessionView()
             listeners: list = [view]
             recorder = None

@@ -29,7 +29,7 @@ LEAD_S = 0.12
 
 class BrowserIO:
     def __init__(self, clock: Clock, reblocker: Any, resample: Any) -> None:
-        self._clock = clock
+        self.clock = clock
         self._reblocker = reblocker
         self._resample = resample
         self._lock = threading.Lock()
@@ -44,13 +44,13 @@ class BrowserIO:
     def on_video(self, bgr: np.ndarray) -> None:
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
         with self._lock:
-            self._frame = VideoFrame(self._clock.now(), rgb)
+            self._frame = VideoFrame(self.clock.now(), rgb)
 
     def on_audio(self, sample_rate: int, pcm: np.ndarray) -> None:
         session = self.session
         if session is None:
             return
-        for block in self._reblocker(sample_rate).feed(pcm, self._clock.now()):
+        for block in self._reblocker(sample_rate).feed(pcm, self.clock.now()):
             session.post_audio(block)
 
     def latest_frame(self) -> VideoFrame | None:

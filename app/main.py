@@ -1,0 +1,124 @@
+"""Start-up: from a validated Config to a running app (browser or local devices).
+
+Contract: ``run_app(config) -> exit code``. Order matters for a good first run: apply the
+preset, check what can fail fast (TLS files, a free port) before any model loads, load the
+models with progress on stderr, then serve until Ctrl-C. Anything wrong at start-up is
+``ValueError``/``LoadError`` -> one line on stderr and exit code 2 (the launcher prints
+it). Sessions are recorded under ``app.recordings_dir`` unless ``app.record`` is off.
+"""
+from __future__ import annotations
+
+import datetime
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from app.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+
+
+def progress(message: str) -> None:
+    print(f"[aura] {message}", file=sys.stderr, flush=True)
+
+
+def check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            why = "is already in use" if e.errno in (98, 48) else f"cannot be used ({e.strerror})"
+            raise ValueError(f"--port: {host}:{port} {why}; pick another with --port") from None
+
+
+def check_files(config: Config) -> None:
+    for flag, value in (("--ssl-certfile", config.app.ssl_certfile), ("--ssl-keyfile", config.app.ssl_keyfile)):
+        if value and not Path(value).is_file():
+            raise ValueError(f"{flag}: no such file: {value}")
+
+
+def recorder_factory(config: Config):
+    """Make each session's recorder; its errors show in that session's UI."""
+    if not config.app.record:
+        return None
+    from app.recorder import Recorder
+    root = Path(config.app.recordings_dir)
+
+    def make(session_id: str, clock: Any, view: Any) -> Any:
+        meta = {"session_id": session_id, "model": config.engine.model, "preset": config.app.preset,
+                "asr_model": config.speech.asr_model, "tts": config.speech.tts,
+                "started": datetime.datetime.now().isoformat(timespec="seconds")}
+        return Recorder.open(root, session_id, meta, clock, view, max_gb=config.app.recordings_max_gb)
+    return make
+
+
+def run_app(config: Config) -> int:
+    from app.build import LoadError, build_runtime
+    from app.presets import apply_preset
+    check_files(config)
+    if not config.app.local_devices:
+        check_port(config.app.host, config.app.port)
+    config, banner = apply_preset(config, CACHE, progress)
+    try:
+        runtime = build_runtime(config, progress)
+    except LoadError as e:
+        raise ValueError(str(e)) from None
+    if runtime.placement.warning and config.app.preset != "offline":
+        banner = (banner + " " + runtime.placement.warning).strip()
+    try:
+        if config.app.local_devices:
+            return _run_local(runtime, runtime.config)
+        return _serve(runtime, runtime.config, banner)
+    finally:
+        runtime.close()
+
+
+def _manager(runtime: Any, config: Config) -> Any:
+    from app.clock import MonotonicClock
+    from app.sessions import SessionManager
+    return SessionManager(runtime, config, MonotonicClock, recorder_factory(config))
+
+
+def _serve(runtime: Any, config: Config, banner: str) -> int:
+    from speech.audio import Reblocker, resample
+    from ui.app import build_ui, launch_ui
+    from ui.review import build_review_tab
+    from ui.webrtc import make_handler
+    from app.clock import MonotonicClock
+    manager = _manager(runtime, config)
+    handler_cls = make_handler(manager, MonotonicClock, Reblocker, resample)
+    root = Path(config.app.recordings_dir)
+    review = (lambda: build_review_tab(root)) if config.app.record or root.is_dir() else None
+    demo = build_ui(manager, config, banner, handler_cls, review)
+    scheme = "https" if config.app.ssl_certfile else "http"
+    progress(f"open {scheme}://{'localhost' if config.app.host in ('127.0.0.1', '::1') else config.app.host}"
+             f":{config.app.port} in a browser (Ctrl-C stops)")
+    try:
+        launch_ui(demo, config, allowed_paths=[str(root.resolve())])
+    finally:
+        manager.close_all()
+    return 0
+
+
+def _run_local(runtime: Any, config: Config) -> int:
+    from app.clock import MonotonicClock
+    from app.devices.camera import OpenCVCamera
+    from app.devices.sound import SoundDeviceMicrophone, SoundDeviceSpeaker
+    from app.local import run_local
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    manager = _manager(runtime, config)
+    clock = MonotonicClock()
+    app = config.app
+    camera = OpenCVCamera(app.camera, clock)
+    mic = SoundDeviceMicrophone(app.mic or None, clock)
+    speaker = SoundDeviceSpeaker(app.speaker or None, clock)
+    run_local(manager, camera, mic, speaker, clock, stop)
+    return 0
