@@ -3,7 +3,7 @@
 Contract: ``LocalIO(camera, speaker)`` is a session's ``SessionIO`` over device adapters
 (app/devices). ``TerminalCaptions(stream)`` is a session listener that prints what the
 user said, the assistant's replies (proactive ones marked), barge-ins and errors, one line
-each. ``run_local(manager, camera, mic, speaker, stop)`` runs one session until ``stop``
+each. ``run_local(manager, camera, mic, speaker, clock, stop)`` runs one session until ``stop``
 is set (Ctrl-C in the launcher), then closes everything in order.
 """
 from __future__ import annotations
