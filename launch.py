@@ -128,23 +128,49 @@ def cmd_app(argv: list[str]) -> int:
 
 # --- replay ---------------------------------------------------------------------------
 def cmd_replay(argv: list[str]) -> int:
-    """Run the engine over a video file; JSON lines out (app/replay.py)."""
+    """Run the engine over a video file (JSON lines out, app/replay.py), or re-run a recording
+    folder through the current models and compare (app/replay_recording.py)."""
     parser = argparse.ArgumentParser(prog="launch.py replay", description=cmd_replay.__doc__)
-    parser.add_argument("video", help="video file (anything OpenCV reads: mp4, y4m, ...)")
+    parser.add_argument("video", metavar="VIDEO|RECORDING_DIR",
+                        help="a video file (anything OpenCV reads: mp4, y4m, ...) or a recording folder")
     parser.add_argument("--ask", action="append", default=[], metavar="SECONDS:TEXT",
-                        help="a typed question at that stream time (repeatable)")
-    parser.add_argument("--out", metavar="FILE.jsonl", help="write here instead of stdout")
-    parser.add_argument("--dump-context", action="store_true", help="add the context token ids to each step")
-    parser.add_argument("--realtime", action="store_true", help="pace the video in real time")
-    add_config_flags(parser)
+                        help="video: a typed question at that stream time (repeatable)")
+    parser.add_argument("--out", metavar="FILE.jsonl|DIR",
+                        help="video: write here instead of stdout; recording: the comparison folder "
+                             "(default replays/<recording>-<time>)")
+    parser.add_argument("--dump-context", action="store_true", help="video: add the context token ids to each step")
+    parser.add_argument("--realtime", action="store_true", help="video: pace the video in real time")
+    add_config_flags(parser, MODEL_FLAGS + SPEECH_FLAGS)
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args)
     except ValueError as e:
         return fail(str(e))
+    if Path(args.video).is_dir():
+        return _replay_recording(cfg, Path(args.video), args.out)
     from app.replay import main as replay
     return replay(cfg, args.video, args.ask, args.out, args.dump_context, args.realtime,
                   cache_dir=ROOT / ".cache")
+
+
+def _replay_recording(cfg, rec_dir: Path, out: str | None) -> int:
+    import time
+    from app.main import CACHE, progress
+    from app.presets import apply_preset
+    from app.replay_recording import replay_recording
+    from model.vlm import ModelLoadError
+    from speech.asr import AsrLoadError
+    out_dir = Path(out) if out else ROOT / "replays" / f"{rec_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        cfg, _banner = apply_preset(cfg, CACHE, progress)
+        result = replay_recording(cfg, rec_dir, out_dir, progress)
+    except (ValueError, ModelLoadError, AsrLoadError, OSError) as e:
+        return fail(str(e))
+    steps = result["steps"]
+    print(f"{'identical' if result['identical_decisions'] else 'CHANGED'} decisions: "
+          f"{len(steps['changed'])} of {steps['compared']} steps changed, "
+          f"{len(result['replies']['changed'])} replies changed; details in {out_dir}")
+    return 0
 
 
 # --- test -----------------------------------------------------------------------------

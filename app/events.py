@@ -161,6 +161,22 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class SettingChanged:
+    """A user control changed: ``name`` in hands_free | proactive | voice."""
+    type: ClassVar[str] = "setting"
+    t_s: float
+    name: str
+    value: bool
+
+
+@dataclass(frozen=True)
+class ContextReset:
+    """The user reset the conversation: the model's context starts empty again."""
+    type: ClassVar[str] = "reset"
+    t_s: float
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     """Something failed; ``message`` is one human-readable line. ``fatal`` ends the session."""
     type: ClassVar[str] = "error"
@@ -172,7 +188,7 @@ class ErrorEvent:
 
 Event = (VideoFrame | VideoChunk | AudioBlock | SpeechStarted | SpeechEnded | UserText | StepDecision
          | ReplyStarted | ReplyDelta | ReplyEnded | SpeechAudio | BargeIn | StatusChanged
-         | Latency | ErrorEvent)
+         | Latency | SettingChanged | ContextReset | ErrorEvent)
 
 _MEDIA_FIELDS = {"image", "pcm", "frames"}
 

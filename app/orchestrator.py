@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from app.events import (BargeIn, ErrorEvent, Latency, ReplyDelta, ReplyEnded, ReplyStarted,
-                        SpeechEnded, SpeechStarted, StatusChanged, StepDecision, UserText,
-                        VideoChunk)
+from app.events import (BargeIn, ContextReset, ErrorEvent, Latency, ReplyDelta, ReplyEnded,
+                        ReplyStarted, SettingChanged, SpeechEnded, SpeechStarted, StatusChanged,
+                        StepDecision, UserText, VideoChunk)
 
 MAX_BACKLOG = 3
 REMEMBER_CANCELLED = 64   # reply ids kept as cancelled (ids are unique per session)
@@ -303,9 +303,10 @@ class Orchestrator:
         if ev.name not in ("hands_free", "proactive", "voice"):
             raise ValueError(f"unknown option {ev.name!r}")
         self.settings = replace(self.settings, **{ev.name: bool(ev.value)})
+        out: list[Command] = [Publish(SettingChanged(now_s, ev.name, bool(ev.value)))]
         if ev.name == "voice" and not ev.value:
-            return self._stop_audio_only()
-        return []
+            out += self._stop_audio_only()
+        return out
 
     def _stop_audio_only(self) -> list[Command]:
         s = self._s
@@ -321,7 +322,7 @@ class Orchestrator:
         s.pending_question = None
         s.asking = None
         s.turns.clear()
-        return out + [ResetEngine()]
+        return out + [ResetEngine(), Publish(ContextReset(now_s))]
 
     def _on_ErrorEvent(self, ev: ErrorEvent, now_s: float) -> list[Command]:
         return [Publish(ev)]

@@ -1,7 +1,7 @@
 """The pure turn-taking policy, driven event by event with explicit times."""
 import numpy as np
 
-from app.events import (BargeIn, ErrorEvent, Latency, ReplyDelta, ReplyEnded, ReplyStarted,
+from app.events import (BargeIn, ContextReset, ErrorEvent, SettingChanged, Latency, ReplyDelta, ReplyEnded, ReplyStarted,
                         SpeechEnded, SpeechStarted, StatusChanged, StepDecision, UserText, VideoChunk)
 from app.orchestrator import (MAX_BACKLOG, CancelReply, ClosePartialChunk, Orchestrator,
                               PlaybackFinished, PlaybackStarted, Publish, ResetContext, ResetEngine,
@@ -131,7 +131,8 @@ def test_voice_off_stops_audio_and_still_reports_latency():
     o = Orchestrator()
     o.handle(ReplyStarted(0.1, "s-r0", proactive=True), 0.1)
     o.handle(PlaybackStarted(0.2, "s-r0"), 0.2)
-    assert StopAudio("s-r0") in o.handle(SetOption(0.3, "voice", False), 0.3)
+    cmds = o.handle(SetOption(0.3, "voice", False), 0.3)
+    assert StopAudio("s-r0") in cmds and published(cmds, SettingChanged)[0].value is False
     o.handle(UserText(0.4, "hi", speech_end_s=0.35), 0.4)
     o.handle(chunk(0, end=0.4, start=0.0), 0.4)
     o.handle(ReplyStarted(0.5, "s-r1", proactive=False), 0.5)
@@ -146,7 +147,7 @@ def test_reset_clears_queue_and_resets_engine():
     o.handle(chunk(0), 1.0)
     o.handle(chunk(1), 2.0)
     cmds = o.handle(ResetContext(2.1), 2.1)
-    assert kinds(cmds, ResetEngine)
+    assert kinds(cmds, ResetEngine) and published(cmds, ContextReset)
     assert kinds(o.handle(StepFinished(2.2, 0), 2.2), RunStep) == []
 
 
