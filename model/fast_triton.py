@@ -1,0 +1,257 @@
+"""Triton kernels of the fast LM backend (CUDA; also runs under ``TRITON_INTERPRET=1``).
+
+Contract: ``TritonOps`` has the same methods, arguments and results as
+``model.fast_torch.TorchOps`` (the plain-torch twin that defines the math); every method
+writes into buffers the caller owns, launches a fixed grid and reads the cache slot, the
+cache length and the number of new rows from the device tensor ``meta.dev`` = int32
+``[slot, start, n_new]``, so a sequence of calls can be captured in one CUDA graph and
+replayed for any cache and any length. Rows at or beyond ``n_new`` are padding: computed
+or skipped, never written into a cache.
+
+Rounding follows the transformers Qwen3-VL text model op by op (residual adds, RMSNorm,
+RoPE and SiLU round to the activation dtype where it does), so bf16 results track the
+reference path closely. Attention is a split-K flash kernel over the live keys only
+(``[0, start + row]``): each program owns one KV head, the ``G`` query heads sharing it
+packed as rows, and one slice of the keys; a second kernel merges the slices.
+"""
+from __future__ import annotations
+
+import math
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:  # the CPU product path never imports this module
+    raise ImportError("model.fast_triton needs Triton (ships with CUDA builds of torch)") from exc
+
+
+def _p2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+# --------------------------------------------------------------------------- kernels
+@triton.jit
+def _add_rmsnorm_kernel(Hin, Delta, Ds, W, Hout, Xn, Meta, eps, N,
+                        HAS_DELTA: tl.constexpr, HAS_DS: tl.constexpr,
+                        ROW_FROM_META: tl.constexpr, BLOCK: tl.constexpr):
+    if ROW_FROM_META:
+        row = tl.load(Meta + 2) - 1
+        orow = 0
+    else:
+        row = tl.program_id(0)
+        orow = row
+    cols = tl.arange(0, BLOCK)
+    m = cols < N
+    h = tl.load(Hin + row * N + cols, mask=m, other=0.0)
+    dt = h.dtype
+    if HAS_DELTA:
+        d = tl.load(Delta + row * N + cols, mask=m, other=0.0)
+        h = (h.to(tl.float32) + d.to(tl.float32)).to(dt)
+    if HAS_DS:
+        s = tl.load(Ds + row * N + cols, mask=m, other=0.0)
+        h = (h.to(tl.float32) + s.to(tl.float32)).to(dt)
+    if not ROW_FROM_META:
+        tl.store(Hout + row * N + cols, h, mask=m)
+    hf = h.to(tl.float32)
+    var = tl.sum(hf * hf, 0) / N
+    y = (hf * (1.0 / tl.sqrt(var + eps))).to(dt)
+    w = tl.load(W + cols, mask=m, other=0.0)
+    tl.store(Xn + orow * N + cols, (w.to(tl.float32) * y.to(tl.float32)).to(dt), mask=m)
+
+
+@triton.jit
+def _norm_rope(x1, x2, w1, w2, c, s, eps, D: tl.constexpr):
+    dt = c.dtype
+    a = x1.to(tl.float32)
+    b = x2.to(tl.float32)
+    rstd = 1.0 / tl.sqrt((tl.sum(a * a, 0) + tl.sum(b * b, 0)) / D + eps)
+    a = (w1.to(tl.float32) * (a * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+    b = (w2.to(tl.float32) * (b * rstd).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+    cf = c.to(tl.float32)
+    sf = s.to(tl.float32)
+    o1 = ((a * cf).to(dt).to(tl.float32) + (-b * sf).to(dt).to(tl.float32)).to(dt)
+    o2 = ((b * cf).to(dt).to(tl.float32) + (a * sf).to(dt).to(tl.float32)).to(dt)
+    return o1, o2
+
+
+@triton.jit
+def _qk_rope_store_kernel(QKV, Cos, Sin, QW, KW, Qo, Kc, Vc, Meta, eps,
+                          stride_qkv, stride_slot, stride_head,
+                          HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr):
+    t = tl.program_id(0)
+    hd = tl.program_id(1)
+    slot = tl.load(Meta)
+    start = tl.load(Meta + 1)
+    n_new = tl.load(Meta + 2)
+    HALF: tl.constexpr = D // 2
+    j = tl.arange(0, HALF)
+    src = QKV + t * stride_qkv + hd * D
+    x1 = tl.load(src + j)
+    x2 = tl.load(src + HALF + j)
+    live = (j * 0 + t) < n_new
+    pos = start + t
+    if hd < HQ:
+        c = tl.load(Cos + t * HALF + j)
+        s = tl.load(Sin + t * HALF + j)
+        o1, o2 = _norm_rope(x1, x2, tl.load(QW + j), tl.load(QW + HALF + j), c, s, eps, D)
+        dst = Qo + (t * HQ + hd) * D
+        tl.store(dst + j, o1)
+        tl.store(dst + HALF + j, o2)
+    elif hd < HQ + HKV:
+        c = tl.load(Cos + t * HALF + j)
+        s = tl.load(Sin + t * HALF + j)
+        o1, o2 = _norm_rope(x1, x2, tl.load(KW + j), tl.load(KW + HALF + j), c, s, eps, D)
+        dst = Kc + slot * stride_slot + (hd - HQ) * stride_head + pos * D
+        tl.store(dst + j, o1, mask=live)
+        tl.store(dst + HALF + j, o2, mask=live)
+    else:
+        dst = Vc + slot * stride_slot + (hd - HQ - HKV) * stride_head + pos * D
+        tl.store(dst + j, x1, mask=live)
+        tl.store(dst + HALF + j, x2, mask=live)
+
+
+@triton.jit
+def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
+                       stride_slot, stride_head, stride_psplit, stride_msplit,
+                       HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr):
+    kvh = tl.program_id(0)
+    mb = tl.program_id(1)
+    sp = tl.program_id(2)
+    slot = tl.load(Meta)
+    start = tl.load(Meta + 1)
+    n_new = tl.load(Meta + 2)
+    total = start + n_new
+    r = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    tok = r // G
+    qh = kvh * G + r % G
+    row_ok = tok < n_new
+    d = tl.arange(0, D)
+    q = tl.load(Q + (tok * HQ + qh)[:, None] * D + d[None, :], mask=row_ok[:, None], other=0.0)
+    per = tl.cdiv(tl.cdiv(total, NSPLIT), BLOCK_N) * BLOCK_N
+    lo = sp * per
+    last_tok = tl.minimum((mb * BLOCK_M + BLOCK_M - 1) // G, n_new - 1)
+    hi = tl.minimum(lo + per, start + last_tok + 1)
+    lim = start + tok
+    kb = Kc + slot * stride_slot + kvh * stride_head
+    vb = Vc + slot * stride_slot + kvh * stride_head
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    for k0 in range(lo, hi, BLOCK_N):
+        kn = k0 + tl.arange(0, BLOCK_N)
+        kmask = kn < hi
+        k = tl.load(kb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale_log2
+        ok = (kn[None, :] <= lim[:, None]) & kmask[None, :]
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(vb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    orow = tok * HQ + qh
+    tl.store(Op + sp * stride_psplit + orow[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
+    tl.store(Mp + sp * stride_msplit + orow, m_i, mask=row_ok)
+    tl.store(Lp + sp * stride_msplit + orow, l_i, mask=row_ok)
+
+
+@triton.jit
+def _attn_combine_kernel(Op, Mp, Lp, Out, Meta, stride_psplit, stride_msplit,
+                         HQ: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr,
+                         SPLIT_P2: tl.constexpr):
+    row = tl.program_id(0)
+    n_new = tl.load(Meta + 2)
+    valid = (row // HQ) < n_new
+    sidx = tl.arange(0, SPLIT_P2)
+    smask = (sidx < NSPLIT) & valid
+    d = tl.arange(0, D)
+    m = tl.load(Mp + sidx * stride_msplit + row, mask=smask, other=float("-inf"))
+    l = tl.load(Lp + sidx * stride_msplit + row, mask=smask, other=0.0)
+    mmax = tl.max(m, 0)
+    w = tl.exp2(m - tl.where(mmax == float("-inf"), 0.0, mmax))
+    w = tl.where(smask, w, 0.0)
+    den = tl.sum(w * l, 0)
+    o = tl.load(Op + sidx[:, None] * stride_psplit + row * D + d[None, :],
+                mask=smask[:, None], other=0.0)
+    num = tl.sum(o * w[:, None], 0)
+    res = tl.where(den > 0.0, num / tl.where(den > 0.0, den, 1.0), 0.0)
+    tl.store(Out + row * D + d, res.to(Out.dtype.element_ty))
+
+
+@triton.jit
+def _silu_mul_kernel(GU, Out, I, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = c < I
+    g = tl.load(GU + row * 2 * I + c, mask=m, other=0.0)
+    u = tl.load(GU + row * 2 * I + I + c, mask=m, other=0.0)
+    dt = g.dtype
+    gf = g.to(tl.float32)
+    a = (gf / (1.0 + tl.exp(-gf))).to(dt)
+    tl.store(Out + row * I + c, (a.to(tl.float32) * u.to(tl.float32)).to(dt), mask=m)
+
+
+# --------------------------------------------------------------------------- launchers
+class TritonOps:
+    """Kernel launchers; see ``model.fast_torch.TorchOps`` for the meaning of each op."""
+
+    def __init__(self, *, decode_splits: int = 32, prefill_splits: int = 4,
+                 prefill_block_m: int = 64, block_n: int = 64, num_warps: int = 4,
+                 num_stages: int = 2):
+        self.decode_splits = decode_splits
+        self.prefill_splits = prefill_splits
+        self.prefill_block_m = prefill_block_m
+        self.block_n = block_n
+        self.num_warps = num_warps
+        self.num_stages = num_stages
+
+    def add_rmsnorm(self, h_in, delta, ds, w, eps, h_out, xn, meta):
+        rows, n = h_in.shape
+        blk = _p2(n)
+        _add_rmsnorm_kernel[(rows,)](h_in, delta if delta is not None else h_in,
+                                     ds if ds is not None else h_in, w, h_out, xn, meta.dev,
+                                     eps, n, HAS_DELTA=delta is not None, HAS_DS=ds is not None,
+                                     ROW_FROM_META=False, BLOCK=blk, num_warps=8 if blk >= 2048 else 4)
+
+    def add_rmsnorm_last(self, h, delta, ds, w, eps, xn_last, meta):
+        n = h.shape[1]
+        blk = _p2(n)
+        _add_rmsnorm_kernel[(1,)](h, delta, ds if ds is not None else h, w, h, xn_last, meta.dev,
+                                  eps, n, HAS_DELTA=True, HAS_DS=ds is not None,
+                                  ROW_FROM_META=True, BLOCK=blk, num_warps=8 if blk >= 2048 else 4)
+
+    def qk_rope_store(self, qkv, cos, sin, q_w, k_w, eps, q_out, k_cache, v_cache, meta):
+        rows = qkv.shape[0]
+        _slots, hkv, _t, d = k_cache.shape
+        hq = q_out.shape[1]
+        _qk_rope_store_kernel[(rows, hq + 2 * hkv)](
+            qkv, cos, sin, q_w, k_w, q_out, k_cache, v_cache, meta.dev, eps,
+            qkv.stride(0), k_cache.stride(0), k_cache.stride(1), HQ=hq, HKV=hkv, D=d, num_warps=1)
+
+    def attention(self, q, k_cache, v_cache, meta, out, work):
+        rows, hq, d = q.shape
+        hkv = k_cache.shape[1]
+        g = hq // hkv
+        if rows * g <= 16:
+            block_m, nsplit = 16, self.decode_splits
+        else:
+            block_m, nsplit = self.prefill_block_m, self.prefill_splits
+        op, mp, lp = work.attention_partials(nsplit, rows * hq, d)
+        grid = (hkv, triton.cdiv(rows * g, block_m), nsplit)
+        _attn_split_kernel[grid](q, k_cache, v_cache, meta.dev, op, mp, lp,
+                                 (1.0 / math.sqrt(d)) * 1.4426950408889634,
+                                 k_cache.stride(0), k_cache.stride(1), op.stride(0), mp.stride(0),
+                                 HQ=hq, G=g, D=d, BLOCK_M=block_m, BLOCK_N=self.block_n,
+                                 NSPLIT=nsplit, num_warps=self.num_warps, num_stages=self.num_stages)
+        _attn_combine_kernel[(rows * hq,)](op, mp, lp, out, meta.dev, op.stride(0), mp.stride(0),
+                                           HQ=hq, D=d, NSPLIT=nsplit, SPLIT_P2=_p2(nsplit),
+                                           num_warps=4)
+
+    def silu_mul(self, gu, out):
+        rows, inter = out.shape
+        blk = min(1024, _p2(inter))
+        _silu_mul_kernel[(rows, triton.cdiv(inter, blk))](gu, out, inter, BLOCK=blk, num_warps=4)
