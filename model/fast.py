@@ -126,7 +126,7 @@ class FastBackend:
 
     def __init__(self, hf_model, max_tokens: int, *, pool_size: int = 2,
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS, use_graphs: bool | None = None,
-                 kernel_options: dict | None = None, ops=None):
+                 kernel_options: dict | None = None, ops=None, pad_rows: bool | None = None):
         text, lm_head = text_parts(hf_model)
         cfg = text.config
         p = next(text.parameters())
@@ -150,6 +150,7 @@ class FastBackend:
         if use_graphs is None:
             use_graphs = self.device.type == "cuda"
         self.use_graphs = bool(use_graphs)
+        self.pad_rows = self.use_graphs if pad_rows is None else bool(pad_rows)
         if self.use_graphs and self.device.type != "cuda":
             raise ValueError("FastBackend: CUDA graphs need a CUDA model")
         if ops is not None:
@@ -328,7 +329,7 @@ class FastBackend:
             raise ValueError("FastBackend: not a live cache of this backend (released?)")
 
     def _bucket(self, n: int) -> int:
-        if not self.use_graphs:
+        if not self.pad_rows:
             return n
         return next(b for b in self.buckets if b >= n)
 

@@ -17,6 +17,7 @@ packed as rows, and one slice of the keys; a second kernel merges the slices.
 from __future__ import annotations
 
 import math
+import os
 
 try:
     import triton
@@ -114,7 +115,8 @@ def _qk_rope_store_kernel(QKV, Cos, Sin, QW, KW, Qo, Kc, Vc, Meta, eps,
 def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
                        stride_slot, stride_head, stride_psplit, stride_msplit,
                        HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr):
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr,
+                       UPCAST_DOT: tl.constexpr):
     kvh = tl.program_id(0)
     mb = tl.program_id(1)
     sp = tl.program_id(2)
@@ -142,7 +144,10 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
         kn = k0 + tl.arange(0, BLOCK_N)
         kmask = kn < hi
         k = tl.load(kb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale_log2
+        if UPCAST_DOT:
+            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * scale_log2
+        else:
+            s = tl.dot(q, tl.trans(k)) * scale_log2
         ok = (kn[None, :] <= lim[:, None]) & kmask[None, :]
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -151,7 +156,11 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
         alpha = tl.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(vb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        if UPCAST_DOT:
+            pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32))
+        else:
+            pv = tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + pv
         m_i = m_new
     orow = tok * HQ + qh
     tl.store(Op + sp * stride_psplit + orow[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
@@ -208,6 +217,8 @@ class TritonOps:
         self.block_n = block_n
         self.num_warps = num_warps
         self.num_stages = num_stages
+        # the Triton interpreter (CPU tests) multiplies raw bits in a bf16 tl.dot: upcast there
+        self.upcast_dot = os.environ.get("TRITON_INTERPRET") == "1"
 
     def add_rmsnorm(self, h_in, delta, ds, w, eps, h_out, xn, meta):
         rows, n = h_in.shape
@@ -246,7 +257,8 @@ class TritonOps:
                                  (1.0 / math.sqrt(d)) * 1.4426950408889634,
                                  k_cache.stride(0), k_cache.stride(1), op.stride(0), mp.stride(0),
                                  HQ=hq, G=g, D=d, BLOCK_M=block_m, BLOCK_N=self.block_n,
-                                 NSPLIT=nsplit, num_warps=self.num_warps, num_stages=self.num_stages)
+                                 NSPLIT=nsplit, UPCAST_DOT=self.upcast_dot,
+                                 num_warps=self.num_warps, num_stages=self.num_stages)
         _attn_combine_kernel[(rows * hq,)](op, mp, lp, out, meta.dev, op.stride(0), mp.stride(0),
                                            HQ=hq, D=d, NSPLIT=nsplit, SPLIT_P2=_p2(nsplit),
                                            num_warps=4)
