@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import os
 
+import torch
+
 try:
     import triton
     import triton.language as tl
@@ -116,7 +118,7 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
                        stride_slot, stride_head, stride_psplit, stride_msplit,
                        HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr,
-                       UPCAST_DOT: tl.constexpr):
+                       UPCAST_DOT: tl.constexpr, IEEE: tl.constexpr):
     kvh = tl.program_id(0)
     mb = tl.program_id(1)
     sp = tl.program_id(2)
@@ -146,6 +148,8 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
         k = tl.load(kb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
         if UPCAST_DOT:
             s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * scale_log2
+        elif IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2
         else:
             s = tl.dot(q, tl.trans(k)) * scale_log2
         ok = (kn[None, :] <= lim[:, None]) & kmask[None, :]
@@ -158,6 +162,8 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
         v = tl.load(vb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
         if UPCAST_DOT:
             pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32))
+        elif IEEE:
+            pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
         else:
             pv = tl.dot(p.to(v.dtype), v)
         acc = acc * alpha[:, None] + pv
@@ -217,7 +223,8 @@ class TritonOps:
         self.block_n = block_n
         self.num_warps = num_warps
         self.num_stages = num_stages
-        # the Triton interpreter (CPU tests) multiplies raw bits in a bf16 tl.dot: upcast there
+        # the Triton interpreter (CPU tests) multiplies raw bits in a bf16 tl.dot: upcast there;
+        # on a GPU a float32 dot would default to tf32, so float32 models ask for IEEE
         self.upcast_dot = os.environ.get("TRITON_INTERPRET") == "1"
 
     def add_rmsnorm(self, h_in, delta, ds, w, eps, h_out, xn, meta):
@@ -258,6 +265,7 @@ class TritonOps:
                                  k_cache.stride(0), k_cache.stride(1), op.stride(0), mp.stride(0),
                                  HQ=hq, G=g, D=d, BLOCK_M=block_m, BLOCK_N=self.block_n,
                                  NSPLIT=nsplit, UPCAST_DOT=self.upcast_dot,
+                                 IEEE=q.dtype == torch.float32,
                                  num_warps=self.num_warps, num_stages=self.num_stages)
         _attn_combine_kernel[(rows * hq,)](op, mp, lp, out, meta.dev, op.stride(0), mp.stride(0),
                                            HQ=hq, D=d, NSPLIT=nsplit, SPLIT_P2=_p2(nsplit),

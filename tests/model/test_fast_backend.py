@@ -24,7 +24,8 @@ def model():
 
 
 def _embed(model, ids):
-    return model.model.language_model.embed_tokens(torch.tensor(ids)).detach()
+    emb = model.model.language_model.embed_tokens
+    return emb(torch.tensor(ids, device=emb.weight.device)).detach()
 
 
 def _text(model, ids, pos0):

@@ -29,84 +29,13 @@ def _run_child(check: str) -> None:
     assert "CHECKS OK" in proc.stdout
 
 
-class _Work:
-    def __init__(self, parts, d):
-        self.op = torch.full((parts * d,), float("nan"))
-        self.mp = torch.full((parts,), float("nan"))
-        self.lp = torch.full((parts,), float("nan"))
-
-    def attention_partials(self, nsplit, nrows, d):
-        n = nsplit * nrows
-        return (self.op[:n * d].view(nsplit, nrows, d), self.mp[:n].view(nsplit, nrows),
-                self.lp[:n].view(nsplit, nrows))
-
-
-def _close(a, b, dtype, what):
-    tol = 1e-5 if dtype == torch.float32 else 2e-2
-    err = (a.float() - b.float()).abs().max().item()
-    scale = max(1.0, b.float().abs().max().item())
-    assert err <= tol * scale, f"{what} {dtype}: max abs error {err}"
-
-
 def _op_checks():
-    from model.fast_torch import Meta, TorchOps
+    from model.fast_checks import failed, op_checks
     from model.fast_triton import TritonOps
-    ref = TorchOps()
-    tri = TritonOps(decode_splits=5, prefill_splits=3, prefill_block_m=16, block_n=16)
-    g = torch.Generator().manual_seed(0)
-    hq, hkv, d, hidden, inter, slots, tmax = 4, 2, 16, 48, 40, 2, 96
-    for dtype in (torch.float32, torch.bfloat16):
-        def r(*shape):
-            return torch.randn(*shape, generator=g).to(dtype)
-        for rows, start, n in ((1, 0, 1), (1, 57, 1), (12, 0, 12), (16, 30, 11)):
-            meta = Meta(1, start, n, torch.tensor([1, start, n], dtype=torch.int64))
-            # add + RMSNorm (with and without deepstack), and the last-row variant
-            h0, dl, ds, w = r(rows, hidden), r(rows, hidden), r(rows, hidden), r(hidden)
-            for delta, extra in ((None, None), (dl, None), (dl, ds)):
-                outs = []
-                for ops in (ref, tri):
-                    h, xn = h0.clone(), torch.empty(rows, hidden, dtype=dtype)
-                    ops.add_rmsnorm(h, delta, extra, w, 1e-6, h, xn, meta)
-                    outs.append((h, xn))
-                _close(outs[1][0], outs[0][0], dtype, "add_rmsnorm h")
-                _close(outs[1][1], outs[0][1], dtype, "add_rmsnorm xn")
-            lasts = []
-            for ops in (ref, tri):
-                xl = torch.empty(1, hidden, dtype=dtype)
-                ops.add_rmsnorm_last(h0.clone(), dl, ds, w, 1e-6, xl, meta)
-                lasts.append(xl)
-            _close(lasts[1], lasts[0], dtype, "add_rmsnorm_last")
-            # q/k norm + RoPE + cache store
-            qkv, cos, sin = r(rows, (hq + 2 * hkv) * d), r(rows, d // 2), r(rows, d // 2)
-            qw, kw = r(d), r(d)
-            res = []
-            for ops in (ref, tri):
-                q = torch.empty(rows, hq, d, dtype=dtype)
-                kc = torch.full((slots, hkv, tmax, d), 7.0, dtype=dtype)
-                vc = torch.full((slots, hkv, tmax, d), 7.0, dtype=dtype)
-                ops.qk_rope_store(qkv, cos, sin, qw, kw, 1e-6, q, kc, vc, meta)
-                res.append((q, kc, vc))
-            _close(res[1][0][:n], res[0][0][:n], dtype, "rope q")
-            _close(res[1][1], res[0][1], dtype, "rope k cache")
-            assert torch.equal(res[1][2], res[0][2]), "v cache"
-            assert (res[1][1][0] == 7).all() and (res[1][1][1, :, start + n:] == 7).all()
-            # attention over the live keys, padding rows zero
-            q = r(rows, hq, d)
-            kc, vc = r(slots, hkv, tmax, d), r(slots, hkv, tmax, d)
-            outs = []
-            for ops in (ref, tri):
-                out = torch.full((rows, hq * d), 5.0, dtype=dtype)
-                ops.attention(q, kc, vc, meta, out, _Work(8 * rows * hq, d))
-                outs.append(out)
-            _close(outs[1], outs[0], dtype, f"attention rows={rows} start={start}")
-            # SiLU * up
-            gu = r(rows, 2 * inter)
-            outs = []
-            for ops in (ref, tri):
-                out = torch.empty(rows, inter, dtype=dtype)
-                ops.silu_mul(gu, out)
-                outs.append(out)
-            _close(outs[1], outs[0], dtype, "silu_mul")
+    ops = TritonOps(decode_splits=5, prefill_splits=3, prefill_block_m=16, block_n=16)
+    result = op_checks(ops, "cpu")
+    bad = failed(result)
+    assert not bad, {k: result[k] for k in bad}
     print("CHECKS OK")
 
 
