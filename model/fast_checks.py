@@ -23,7 +23,7 @@ TINY_DIMS = dict(hq=4, hkv=2, d=16, hidden=48, inter=40, slots=2, tmax=96,
                  cases=((1, 0, 1), (1, 57, 1), (12, 0, 12), (16, 30, 11)))
 
 
-class _Partials:
+class Partials:
     def __init__(self, parts: int, d: int, device):
         nan = float("nan")
         self.op = torch.full((parts * d,), nan, device=device)
@@ -94,7 +94,7 @@ def op_checks(ops, device="cpu", dims: dict = TINY_DIMS, seed: int = 0) -> dict:
 
             def attn(o):
                 out = torch.full((rows, hq * d), 5.0, dtype=dtype, device=device)
-                o.attention(q, kc, vc, meta, out, _Partials(160 * rows * hq, d, device))
+                o.attention(q, kc, vc, meta, out, Partials(160 * rows * hq, d, device))
                 return out
             res[f"attention {tag}"] = (_err(*reversed(both(attn))), tol)
             gu = r(rows, 2 * inter)
