@@ -195,10 +195,8 @@ class FastBackend:
         return torch.tensor(rows, dtype=torch.long, device=self.device)
 
     def _nsplit(self, rows: int) -> int:
-        ops = self.ops
-        if not hasattr(ops, "decode_splits"):
-            return 1
-        return ops.decode_splits if rows * (self.hq // self.hkv) <= 16 else ops.prefill_splits
+        fn = getattr(self.ops, "attention_splits", None)
+        return fn(rows, self.hq // self.hkv) if fn else 1
 
     def _capture_all(self) -> None:
         meta = Meta(0, 0, 1, self.buf.stage[:3])
@@ -234,8 +232,32 @@ class FastBackend:
 
     def _forward(self, rows: int, has_ds: bool, meta: Meta) -> None:
         """All layers over buffer rows [0, rows); result in ``buf.logits32``."""
-        b, ops, nl = self.buf, self.ops, len(self.layers)
         self._rope_tables(rows)
+        if rows <= getattr(self.ops, "small_rows", 0):
+            self._forward_small(rows, has_ds, meta)
+        else:
+            self._forward_rows(rows, has_ds, meta)
+
+    def _forward_small(self, rows: int, has_ds: bool, meta: Meta) -> None:
+        """Few rows (decode, turn ends): weight-bound, so every projection is one fused GEMV
+        (norm or activation in its prologue, residual add in its epilogue): 7 launches a layer."""
+        b, ops, eps = self.buf, self.ops, self.eps
+        h, qkv, q, attn, gu = b.h[:rows], b.qkv[:rows], b.q[:rows], b.attn[:rows], b.gu[:rows]
+        h.copy_(b.emb[:rows])
+        for i, ly in enumerate(self.layers):
+            ops.norm_linear(h, ly.w_in, ly.w_qkv, eps, qkv, meta)
+            ops.qk_rope_store(qkv, b.cos[:rows], b.sin[:rows], ly.q_norm, ly.k_norm, eps,
+                              q, self.k_arena[i], self.v_arena[i], meta)
+            ops.attention(q, self.k_arena[i], self.v_arena[i], meta, attn, b)
+            ops.linear_residual(attn, ly.w_o, h, None, meta)
+            ops.norm_linear(h, ly.w_post, ly.w_gu, eps, gu, meta)
+            ds = b.ds[i, :rows] if has_ds and i < self.n_ds else None
+            ops.silu_linear_residual(gu, ly.w_down, h, ds, meta)
+        ops.norm_linear_last(h, self.w_final, self.w_lm, eps, b.logits32, meta)
+
+    def _forward_rows(self, rows: int, has_ds: bool, meta: Meta) -> None:
+        """Many rows (chunks): cuBLAS GEMMs between fused norm / rope / attention kernels."""
+        b, ops, nl = self.buf, self.ops, len(self.layers)
         h, xn, delta = b.h[:rows], b.xn[:rows], b.delta[:rows]
         qkv, q, attn = b.qkv[:rows], b.q[:rows], b.attn[:rows]
         gu, act = b.gu[:rows], b.act[:rows]

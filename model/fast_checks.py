@@ -104,7 +104,41 @@ def op_checks(ops, device="cpu", dims: dict = TINY_DIMS, seed: int = 0) -> dict:
                 o.silu_mul(gu, out)
                 return out
             res[f"silu_mul {tag}"] = (_err(*reversed(both(silu))), tol)
+            if rows <= 4:
+                _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, hq * d, dtype, device)
     return res
+
+
+def _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, width, dtype, device):
+    """The fused GEMV steps of the small-row path (weights (out, in) like nn.Linear)."""
+    h0, nw, ds = r(rows, hidden), r(hidden), r(rows, hidden)
+    w_up, w_o, w_down = r(2 * inter, hidden) * 0.2, r(hidden, width) * 0.2, r(hidden, inter) * 0.2
+    x_o, gu = r(rows, width), r(rows, 2 * inter)
+
+    def norm_linear(o):
+        out = torch.empty(rows, 2 * inter, dtype=dtype, device=device)
+        o.norm_linear(h0, nw, w_up, 1e-6, out, meta)
+        return out
+    res[f"norm_linear {tag}"] = (_err(*reversed(both(norm_linear))), tol)
+    for extra in (None, ds):
+        def lin_res(o, extra=extra):
+            h = h0.clone()
+            o.linear_residual(x_o, w_o, h, extra, meta)
+            return h
+
+        def silu_res(o, extra=extra):
+            h = h0.clone()
+            o.silu_linear_residual(gu, w_down, h, extra, meta)
+            return h
+        kind = "ds" if extra is not None else "plain"
+        res[f"linear_residual {kind} {tag}"] = (_err(*reversed(both(lin_res))), tol)
+        res[f"silu_linear_residual {kind} {tag}"] = (_err(*reversed(both(silu_res))), tol)
+
+    def last(o):
+        out = torch.full((2 * inter,), 9.0, dtype=torch.float32, device=device)
+        o.norm_linear_last(h0, nw, w_up, 1e-6, out, meta)
+        return out
+    res[f"norm_linear_last {tag}"] = (_err(*reversed(both(last))), tol)
 
 
 # ------------------------------------------------------------------------ model agreement

@@ -48,7 +48,14 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 
 
 class TorchOps:
-    """Eager reference implementations (any device, any dtype)."""
+    """Eager reference implementations (any device, any dtype).
+
+    ``small_rows``: appends of at most this many rows use the fused-GEMV orchestration
+    (``norm_linear`` ...); 0 keeps the plain one. The CUDA ops use 4; tests set it to cover
+    both orchestrations on the CPU."""
+
+    def __init__(self, small_rows: int = 0):
+        self.small_rows = small_rows
 
     def add_rmsnorm(self, h_in, delta, ds, w, eps, h_out, xn, meta):
         h = h_in if delta is None else h_in + delta
@@ -99,3 +106,20 @@ class TorchOps:
         inter = out.shape[1]
         g, u = gu[:, :inter], gu[:, inter:]
         out.copy_(torch.nn.functional.silu(g) * u)
+
+    # fused GEMV steps of the small-row path (same math as the steps above, composed)
+    def norm_linear(self, h, norm_w, w, eps, out, meta):
+        out.copy_(rms_norm(h, norm_w, eps) @ w.t())
+
+    def linear_residual(self, x, w, h, ds, meta):
+        h.copy_(h + x @ w.t())
+        if ds is not None:
+            h.copy_(h + ds)
+
+    def silu_linear_residual(self, gu, w, h, ds, meta):
+        inter = w.shape[1]
+        self.linear_residual(torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:], w, h, ds, meta)
+
+    def norm_linear_last(self, h, norm_w, w, eps, out32, meta):
+        row = meta.n_new - 1
+        out32.copy_((rms_norm(h[row:row + 1], norm_w, eps) @ w.t())[0])

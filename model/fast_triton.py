@@ -27,6 +27,8 @@ try:
 except ImportError as exc:  # the CPU product path never imports this module
     raise ImportError("model.fast_triton needs Triton (ships with CUDA builds of torch)") from exc
 
+from model.fast_gemv import NORM, RESIDUAL, SILU, gemv  # noqa: E402
+
 
 def _p2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
@@ -114,6 +116,41 @@ def _qk_rope_store_kernel(QKV, Cos, Sin, QW, KW, Qo, Kc, Vc, Meta, eps,
 
 
 @triton.jit
+def _attn_block(q, kb, vb, k0, hi, lim, m_i, l_i, acc, scale_log2, d,
+                BLOCK_N: tl.constexpr, D: tl.constexpr, MASKED: tl.constexpr,
+                UPCAST_DOT: tl.constexpr, IEEE: tl.constexpr):
+    kn = k0 + tl.arange(0, BLOCK_N)
+    if MASKED:
+        kmask = kn < hi
+        k = tl.load(kb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
+        v = tl.load(vb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
+    else:
+        k = tl.load(kb + kn[:, None] * D + d[None, :])
+        v = tl.load(vb + kn[:, None] * D + d[None, :])
+    if UPCAST_DOT:
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * scale_log2
+    elif IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2
+    else:
+        s = tl.dot(q, tl.trans(k)) * scale_log2
+    if MASKED:
+        ok = (kn[None, :] <= lim[:, None]) & kmask[None, :]
+        s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(s - m_use[:, None])
+    alpha = tl.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if UPCAST_DOT:
+        pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32))
+    elif IEEE:
+        pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc * alpha[:, None] + pv
+
+
+@triton.jit
 def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
                        stride_slot, stride_head, stride_psplit, stride_msplit,
                        HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
@@ -136,38 +173,21 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
     lo = sp * per
     last_tok = tl.minimum((mb * BLOCK_M + BLOCK_M - 1) // G, n_new - 1)
     hi = tl.minimum(lo + per, start + last_tok + 1)
+    # keys below start + (first token of the block) + 1 are visible to every row: no mask
+    full = tl.minimum(hi, start + (mb * BLOCK_M) // G + 1)
+    full_end = lo + tl.maximum(full - lo, 0) // BLOCK_N * BLOCK_N
     lim = start + tok
     kb = Kc + slot * stride_slot + kvh * stride_head
     vb = Vc + slot * stride_slot + kvh * stride_head
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D], tl.float32)
-    for k0 in range(lo, hi, BLOCK_N):
-        kn = k0 + tl.arange(0, BLOCK_N)
-        kmask = kn < hi
-        k = tl.load(kb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
-        if UPCAST_DOT:
-            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * scale_log2
-        elif IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2
-        else:
-            s = tl.dot(q, tl.trans(k)) * scale_log2
-        ok = (kn[None, :] <= lim[:, None]) & kmask[None, :]
-        s = tl.where(ok, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(vb + kn[:, None] * D + d[None, :], mask=kmask[:, None], other=0.0)
-        if UPCAST_DOT:
-            pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32))
-        elif IEEE:
-            pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+    for k0 in range(lo, full_end, BLOCK_N):
+        m_i, l_i, acc = _attn_block(q, kb, vb, k0, hi, lim, m_i, l_i, acc, scale_log2, d,
+                                    BLOCK_N, D, False, UPCAST_DOT, IEEE)
+    for k0 in range(full_end, hi, BLOCK_N):
+        m_i, l_i, acc = _attn_block(q, kb, vb, k0, hi, lim, m_i, l_i, acc, scale_log2, d,
+                                    BLOCK_N, D, True, UPCAST_DOT, IEEE)
     orow = tok * HQ + qh
     tl.store(Op + sp * stride_psplit + orow[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
     tl.store(Mp + sp * stride_msplit + orow, m_i, mask=row_ok)
@@ -212,17 +232,25 @@ def _silu_mul_kernel(GU, Out, I, BLOCK: tl.constexpr):
 
 # --------------------------------------------------------------------------- launchers
 class TritonOps:
-    """Kernel launchers; see ``model.fast_torch.TorchOps`` for the meaning of each op."""
+    """Kernel launchers; see ``model.fast_torch.TorchOps`` for the meaning of each op.
 
-    def __init__(self, *, decode_splits: int = 32, prefill_splits: int = 4,
-                 prefill_block_m: int = 64, block_n: int = 64, num_warps: int = 4,
-                 num_stages: int = 2):
-        self.decode_splits = decode_splits
-        self.prefill_splits = prefill_splits
-        self.prefill_block_m = prefill_block_m
-        self.block_n = block_n
-        self.num_warps = num_warps
-        self.num_stages = num_stages
+    Attention settings are per kind of append: ``decode_*`` when the packed query rows
+    (rows x heads per KV head) fit one 16-row tile (1-4 tokens), ``prefill_*`` otherwise."""
+
+    small_rows = 4
+
+    def __init__(self, *, decode_splits: int = 32, decode_block_n: int = 64, decode_warps: int = 4,
+                 decode_stages: int = 2, prefill_splits: int = 4, prefill_block_m: int = 64,
+                 prefill_block_n: int = 64, prefill_warps: int = 4, prefill_stages: int = 2,
+                 gemv_block_n: int = 16, gemv_block_k: int = 1024, gemv_warps: int = 8,
+                 gemv_stages: int = 3, small_rows: int = 4):
+        self.decode_splits, self.decode_block_n = decode_splits, decode_block_n
+        self.decode_warps, self.decode_stages = decode_warps, decode_stages
+        self.prefill_splits, self.prefill_block_m = prefill_splits, prefill_block_m
+        self.prefill_block_n, self.prefill_warps, self.prefill_stages = prefill_block_n, prefill_warps, prefill_stages
+        self.gemv_block_n, self.gemv_block_k = gemv_block_n, gemv_block_k
+        self.gemv_warps, self.gemv_stages = gemv_warps, gemv_stages
+        self.small_rows = small_rows
         # the Triton interpreter (CPU tests) multiplies raw bits in a bf16 tl.dot: upcast there;
         # on a GPU a float32 dot would default to tf32, so float32 models ask for IEEE
         self.upcast_dot = os.environ.get("TRITON_INTERPRET") == "1"
@@ -250,23 +278,27 @@ class TritonOps:
             qkv, cos, sin, q_w, k_w, q_out, k_cache, v_cache, meta.dev, eps,
             qkv.stride(0), k_cache.stride(0), k_cache.stride(1), HQ=hq, HKV=hkv, D=d, num_warps=1)
 
+    def attention_splits(self, rows: int, group: int) -> int:
+        return self.decode_splits if rows * group <= 16 else self.prefill_splits
+
     def attention(self, q, k_cache, v_cache, meta, out, work):
         rows, hq, d = q.shape
         hkv = k_cache.shape[1]
         g = hq // hkv
         if rows * g <= 16:
-            block_m, nsplit = 16, self.decode_splits
+            bm, bn, nw, ns = 16, self.decode_block_n, self.decode_warps, self.decode_stages
         else:
-            block_m, nsplit = self.prefill_block_m, self.prefill_splits
+            bm, bn = self.prefill_block_m, self.prefill_block_n
+            nw, ns = self.prefill_warps, self.prefill_stages
+        nsplit = self.attention_splits(rows, g)
         op, mp, lp = work.attention_partials(nsplit, rows * hq, d)
-        grid = (hkv, triton.cdiv(rows * g, block_m), nsplit)
+        grid = (hkv, triton.cdiv(rows * g, bm), nsplit)
         _attn_split_kernel[grid](q, k_cache, v_cache, meta.dev, op, mp, lp,
                                  (1.0 / math.sqrt(d)) * 1.4426950408889634,
                                  k_cache.stride(0), k_cache.stride(1), op.stride(0), mp.stride(0),
-                                 HQ=hq, G=g, D=d, BLOCK_M=block_m, BLOCK_N=self.block_n,
-                                 NSPLIT=nsplit, UPCAST_DOT=self.upcast_dot,
-                                 IEEE=q.dtype == torch.float32,
-                                 num_warps=self.num_warps, num_stages=self.num_stages)
+                                 HQ=hq, G=g, D=d, BLOCK_M=bm, BLOCK_N=bn, NSPLIT=nsplit,
+                                 UPCAST_DOT=self.upcast_dot, IEEE=q.dtype == torch.float32,
+                                 num_warps=nw, num_stages=ns)
         _attn_combine_kernel[(rows * hq,)](op, mp, lp, out, meta.dev, op.stride(0), mp.stride(0),
                                            HQ=hq, D=d, NSPLIT=nsplit, SPLIT_P2=_p2(nsplit),
                                            num_warps=4)
@@ -275,3 +307,20 @@ class TritonOps:
         rows, inter = out.shape
         blk = min(1024, _p2(inter))
         _silu_mul_kernel[(rows, triton.cdiv(inter, blk))](gu, out, inter, BLOCK=blk, num_warps=4)
+
+    # ---- fused GEMV steps of the small-row path (model.fast_gemv)
+    def _gemv(self, x, w, out, meta, **kw):
+        gemv(x, w, out, meta_dev=meta.dev, block_n=self.gemv_block_n, block_k=self.gemv_block_k,
+             num_warps=self.gemv_warps, num_stages=self.gemv_stages, **kw)
+
+    def norm_linear(self, h, norm_w, w, eps, out, meta):
+        self._gemv(h, w, out, meta, pro=NORM, norm_w=norm_w, eps=eps)
+
+    def linear_residual(self, x, w, h, ds, meta):
+        self._gemv(x, w, h, meta, epi=RESIDUAL, ds=ds)
+
+    def silu_linear_residual(self, gu, w, h, ds, meta):
+        self._gemv(gu, w, h, meta, pro=SILU, epi=RESIDUAL, ds=ds)
+
+    def norm_linear_last(self, h, norm_w, w, eps, out32, meta):
+        self._gemv(h, w, out32, meta, pro=NORM, norm_w=norm_w, eps=eps, last_row=True)

@@ -170,3 +170,19 @@ def test_weights_are_shared_not_copied(model):
     again = FastBackend(model, max_tokens=32, pool_size=1)
     assert again.layers[0].w_qkv.data_ptr() == fused.data_ptr()
     assert again.layers[1].w_gu.data_ptr() == fast.layers[1].w_gu.data_ptr()
+
+
+def test_small_row_path_matches_reference(model):
+    """Guards the fused-GEMV orchestration used for appends of <= 4 rows (decode, turn
+    ends): every append here is cut into pieces of at most 4 rows, deepstack included."""
+    from model.fast_torch import TorchOps
+    fast = FastBackend(model, max_tokens=256, pool_size=1, buckets=(1, 2, 4), ops=TorchOps(small_rows=4))
+    ref = HFTextCache(model)
+    cache = fast.new_cache()
+    segs, pos = _script(model, seed=8, chunks=2)
+    for s in segs:
+        lf, lr = fast.append(cache, *s), ref.append(*s)
+        assert (lf - lr).abs().max().item() <= 1e-4
+    tf, _ = _greedy(model, lambda *a: fast.append(cache, *a), lf, pos, 8)
+    tr, _ = _greedy(model, ref.append, lr, pos, 8)
+    assert tf == tr

@@ -32,7 +32,8 @@ def _run_child(check: str) -> None:
 def _op_checks():
     from model.fast_checks import failed, op_checks
     from model.fast_triton import TritonOps
-    ops = TritonOps(decode_splits=5, prefill_splits=3, prefill_block_m=16, block_n=16)
+    ops = TritonOps(decode_splits=5, prefill_splits=3, prefill_block_m=16, prefill_block_n=16,
+                    decode_block_n=16)
     result = op_checks(ops, "cpu")
     bad = failed(result)
     assert not bad, {k: result[k] for k in bad}
@@ -46,7 +47,9 @@ def _model_check():
     from model.fast_triton import TritonOps
     from tests.model.test_fast_backend import _embed, _script
     model = build_qwen3vl(tiny_config(), dtype=torch.float32, device="cpu", seed=2)
-    ops = TritonOps(decode_splits=4, prefill_splits=3, prefill_block_m=16, block_n=16)
+    # wide GEMV tiles: the interpreter runs programs one by one (lm_head has 152k rows)
+    ops = TritonOps(decode_splits=4, prefill_splits=3, prefill_block_m=16, prefill_block_n=16,
+                    decode_block_n=16, gemv_block_n=8192, gemv_block_k=64)
     fast = FastBackend(model, max_tokens=160, pool_size=2, ops=ops, use_graphs=False,
                        pad_rows=True, buckets=(1, 2, 4, 8, 16, 32))
     ref = HFTextCache(model)
