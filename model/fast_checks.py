@@ -45,13 +45,13 @@ def failed(result: dict) -> list[str]:
     return [k for k, (e, tol) in result.items() if not e <= tol]
 
 
-def op_checks(ops, device="cpu", dims: dict = TINY_DIMS, seed: int = 0) -> dict:
+def op_checks(ops, device="cpu", dims: dict = TINY_DIMS, seed: int = 0, bf16_tol: float = 2e-2) -> dict:
     ref, res = TorchOps(), {}
     g = torch.Generator(device="cpu").manual_seed(seed)
     hq, hkv, d, hidden, inter = dims["hq"], dims["hkv"], dims["d"], dims["hidden"], dims["inter"]
     slots, tmax = dims["slots"], dims["tmax"]
     for dtype in (torch.float32, torch.bfloat16):
-        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        tol = 1e-5 if dtype == torch.float32 else bf16_tol
 
         def r(*shape):
             return torch.randn(*shape, generator=g).to(device, dtype)
@@ -77,8 +77,9 @@ def op_checks(ops, device="cpu", dims: dict = TINY_DIMS, seed: int = 0) -> dict:
                 o.add_rmsnorm_last(h0.clone(), dl, ds, w, 1e-6, xl, meta)
                 return xl
             res[f"norm_last {tag}"] = (_err(*reversed(both(last))), tol)
-            qkv, cos, sin = r(rows, (hq + 2 * hkv) * d), r(rows, d // 2), r(rows, d // 2)
-            qw, kw = r(d), r(d)
+            ang = torch.randn(rows, d // 2, generator=g) * 100    # real tables: cos/sin of angles
+            qkv, cos, sin = r(rows, (hq + 2 * hkv) * d), ang.cos().to(device, dtype), ang.sin().to(device, dtype)
+            qw, kw = 1 + 0.1 * r(d), 1 + 0.1 * r(d)
 
             def rope(o):
                 q = torch.empty(rows, hq, d, dtype=dtype, device=device)
@@ -106,7 +107,23 @@ def op_checks(ops, device="cpu", dims: dict = TINY_DIMS, seed: int = 0) -> dict:
             res[f"silu_mul {tag}"] = (_err(*reversed(both(silu))), tol)
             if rows <= 4:
                 _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, hq * d, dtype, device)
+        if hasattr(ops, "vision_rope"):
+            res[f"vision_rope {str(dtype)[6:]}"] = (_vision_rope_err(ops, r, device), tol)
     return res
+
+
+def _vision_rope_err(ops, r, device, n=7, heads=3, hd=12) -> float:
+    qkv = r(n, 3 * heads * hd)
+    cos, sin = r(n, hd).float(), r(n, hd).float()
+    q, k = ops.vision_rope(qkv, cos, sin, heads)
+    half = hd // 2
+    err = 0.0
+    for part, got in ((0, q), (1, k)):
+        x = qkv.view(n, 3, heads, hd)[:, part].float()
+        rot = torch.cat((-x[..., half:], x[..., :half]), -1)
+        want = (x * cos[:, None] + rot * sin[:, None]).to(qkv.dtype)
+        err = max(err, _err(got, want))
+    return err
 
 
 def _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, width, dtype, device):

@@ -230,6 +230,42 @@ def _silu_mul_kernel(GU, Out, I, BLOCK: tl.constexpr):
     tl.store(Out + row * I + c, (a.to(tl.float32) * u.to(tl.float32)).to(dt), mask=m)
 
 
+@triton.jit
+def _vision_rope_kernel(QKV, Cos, Sin, Qo, Ko, HD, HALF, H: tl.constexpr, HP: tl.constexpr,
+                        HALF_P: tl.constexpr):
+    n = tl.program_id(0)
+    hh = tl.arange(0, HP)
+    j = tl.arange(0, HALF_P)
+    m = (hh[:, None] < H) & (j[None, :] < HALF)
+    c1 = tl.load(Cos + n * HD + j, mask=j < HALF, other=0.0)[None, :]
+    c2 = tl.load(Cos + n * HD + HALF + j, mask=j < HALF, other=0.0)[None, :]
+    s1 = tl.load(Sin + n * HD + j, mask=j < HALF, other=0.0)[None, :]
+    s2 = tl.load(Sin + n * HD + HALF + j, mask=j < HALF, other=0.0)[None, :]
+    for part in tl.static_range(2):
+        src = QKV + n * 3 * H * HD + part * H * HD + hh[:, None] * HD + j[None, :]
+        x1 = tl.load(src, mask=m, other=0.0)
+        x2 = tl.load(src + HALF, mask=m, other=0.0)
+        a, b = x1.to(tl.float32), x2.to(tl.float32)
+        o1 = (a * c1 + (-b) * s1).to(x1.dtype)
+        o2 = (b * c2 + a * s2).to(x1.dtype)
+        dst = (Qo if part == 0 else Ko) + n * H * HD + hh[:, None] * HD + j[None, :]
+        tl.store(dst, o1, mask=m)
+        tl.store(dst + HALF, o2, mask=m)
+
+
+def vision_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int):
+    """Rotary embedding of the vision encoder's q and k, read straight from the fused qkv
+    projection ``(N, 3 * heads * hd)``; float32 math, like the reference. Returns q, k as
+    ``(N, heads, hd)``."""
+    n, width = qkv.shape
+    hd = width // (3 * n_heads)
+    q = torch.empty(n, n_heads, hd, dtype=qkv.dtype, device=qkv.device)
+    k = torch.empty_like(q)
+    _vision_rope_kernel[(n,)](qkv, cos, sin, q, k, hd, hd // 2, H=n_heads, HP=_p2(n_heads),
+                              HALF_P=_p2(hd // 2), num_warps=4)
+    return q, k
+
+
 # --------------------------------------------------------------------------- launchers
 class TritonOps:
     """Kernel launchers; see ``model.fast_torch.TorchOps`` for the meaning of each op.
@@ -307,6 +343,10 @@ class TritonOps:
         rows, inter = out.shape
         blk = min(1024, _p2(inter))
         _silu_mul_kernel[(rows, triton.cdiv(inter, blk))](gu, out, inter, BLOCK=blk, num_warps=4)
+
+    @staticmethod
+    def vision_rope(qkv, cos, sin, n_heads):
+        return vision_rope(qkv, cos, sin, n_heads)
 
     # ---- fused GEMV steps of the small-row path (model.fast_gemv)
     def _gemv(self, x, w, out, meta, **kw):

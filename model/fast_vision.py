@@ -61,6 +61,10 @@ class FastVision:
             use_graphs = self.device.type == "cuda"
         self.use_graphs = bool(use_graphs)
         self.n_heads = self.visual.blocks[0].attn.num_heads
+        self.rope_kernel = None
+        if self.device.type == "cuda":
+            from model.fast_triton import vision_rope
+            self.rope_kernel = vision_rope
         self.ds_index = list(self.visual.deepstack_visual_indexes)
         self.plans: dict[tuple[int, int, int], _GridPlan] = {}
         with torch.no_grad():
@@ -93,7 +97,8 @@ class FastVision:
         return seen["x"], seen["cos"], seen["sin"]
 
     def _prepare(self, grid) -> _GridPlan:
-        plan = _GridPlan(grid, *self._grid_constants(grid))
+        pos, cos, sin = self._grid_constants(grid)
+        plan = _GridPlan(grid, pos, cos.float().contiguous(), sin.float().contiguous())
         if not self.use_graphs:
             return plan
         t, h, w = grid
@@ -116,11 +121,15 @@ class FastVision:
         t = plan.grid[0]
         n = x.shape[0]
         a = blk.attn
-        q, k, v = a.qkv(x).reshape(n, 3, self.n_heads, -1).permute(1, 0, 2, 3).unbind(0)
-        cos, sin = plan.cos.unsqueeze(-2).float(), plan.sin.unsqueeze(-2).float()
-        qf, kf = q.float(), k.float()
-        q = (qf * cos + _rotate_half(qf) * sin).to(x.dtype)
-        k = (kf * cos + _rotate_half(kf) * sin).to(x.dtype)
+        qkv = a.qkv(x)
+        q, k, v = qkv.reshape(n, 3, self.n_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        if self.rope_kernel is not None:            # one fused kernel instead of ~14
+            q, k = self.rope_kernel(qkv, plan.cos, plan.sin, self.n_heads)
+        else:
+            cos, sin = plan.cos.unsqueeze(-2).float(), plan.sin.unsqueeze(-2).float()
+            qf, kf = q.float(), k.float()
+            q = (qf * cos + _rotate_half(qf) * sin).to(x.dtype)
+            k = (kf * cos + _rotate_half(kf) * sin).to(x.dtype)
         # each frame attends within itself: batch the t equal-length frames
         q, k, v = (z.reshape(t, n // t, self.n_heads, -1).transpose(1, 2) for z in (q, k, v))
         o = F.scaled_dot_product_attention(q, k, v, scale=a.scaling)
