@@ -1,100 +1,121 @@
 """Micro-benchmarks of the fast path's pieces (GPU only), to steer tuning.
 
-Contract: ``run_micro(backend)`` times, with CUDA events
-(``triton.testing.do_bench``, median, L2 flushed between runs): the split-K attention for
-decode (1 row) and for a chunk (316 rows) at ~15k cached tokens over its split/block
-settings; every decode GEMV shape through cuBLAS and through a plain Triton GEMV over a
-few tile shapes; the chunk-prefill GEMMs; and the sum of cuBLAS GEMV times of one decode
-step against the replay of the captured decode graph (the rest is the fused small kernels,
-attention and launch gaps). Returns a JSON-ready dict.
+Contract: ``run_micro(backend, vision)`` times everything inside CUDA graphs (events around
+replays), so launch overhead is out and back-to-back kernels behave as in the real step:
+* attention over 15,360 cached tokens for decode (1 row) and for a chunk (316 rows), 36
+  calls on the 36 layers' caches per graph, over a sweep of split/tile/warp/stage settings;
+* the decode GEMVs per weight shape (36 layers' weights): cuBLAS vs the fused Triton GEMV;
+* one whole decode step (15,360 tokens) through the fused-GEMV path and the cuBLAS path;
+* one whole 316-row chunk forward at 0 and at 15,000 cached tokens;
+* the vision encoder graph alone.
+Returns a JSON-ready dict. It overwrites cache slot 0 of ``backend``: run it last.
 """
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
-from triton.testing import do_bench
 
 from model.fast_checks import Partials
+from model.fast_gemv import gemv
 from model.fast_torch import Meta
 from model.fast_triton import TritonOps
 
-
-@triton.jit
-def _gemv_kernel(W, X, Y, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        w = tl.load(W + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
-        x = tl.load(X + rk)
-        acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
-    tl.store(Y + rn, tl.sum(acc, 1).to(Y.dtype.element_ty), mask=rn < N)
+CTX = 15360
+DECODE_SWEEP = [dict(decode_splits=s, decode_block_n=bn, decode_warps=w, decode_stages=st)
+                for s, bn, w, st in ((32, 64, 4, 2), (32, 64, 4, 3), (32, 128, 4, 2), (16, 128, 4, 3),
+                                     (64, 64, 4, 3), (64, 64, 2, 2), (64, 128, 4, 2), (128, 64, 4, 2))]
+CHUNK_SWEEP = [dict(prefill_splits=s, prefill_block_m=bm, prefill_block_n=bn, prefill_warps=w,
+                    prefill_stages=st)
+               for s, bm, bn, w, st in ((4, 64, 64, 4, 2), (4, 64, 64, 4, 3), (4, 128, 64, 8, 2),
+                                        (4, 128, 64, 8, 3), (4, 128, 128, 8, 2), (4, 64, 128, 4, 2),
+                                        (2, 128, 64, 8, 3), (8, 128, 64, 8, 3), (4, 128, 32, 4, 3))]
 
 
-GEMV_CONFIGS = [(8, 512, 4, 3), (16, 512, 4, 3), (32, 256, 4, 4), (16, 1024, 8, 3), (64, 128, 4, 4),
-                (4, 1024, 4, 4)]
+def _graph_ms(fn, calls: int, replays: int = 5) -> float:
+    """ms per call of ``fn(i)`` for i in range(calls), captured once, replayed."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(min(calls, 2)):
+            fn(i)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(calls):
+            fn(i)
+    g.replay()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    a.record()
+    for _ in range(replays):
+        g.replay()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / (replays * calls)
 
 
-def _ms(fn) -> float:
-    return float(do_bench(fn, warmup=10, rep=60, return_mode="median"))
+def _fill_slot0(backend) -> None:
+    gen = torch.Generator(device=backend.device).manual_seed(0)
+    for arena in (backend.k_arena, backend.v_arena):
+        for i in range(arena.shape[0]):
+            arena[i, 0, :, :CTX + 400].normal_(generator=gen)
 
 
-def _attention(backend, rows, n_new, start, options):
-    dev, dt = backend.device, backend.dtype
-    hq, hkv, d = backend.hq, backend.hkv, backend.d
-    ops = TritonOps(**options)
-    tmax = start + rows + 64
-    kc = torch.randn(1, hkv, tmax, d, device=dev, dtype=dt)
-    vc = torch.randn_like(kc)
-    q = torch.randn(rows, hq, d, device=dev, dtype=dt)
-    out = torch.empty(rows, hq * d, device=dev, dtype=dt)
-    meta = Meta(0, start, n_new, torch.tensor([0, start, n_new], device=dev))
-    work = Partials(max(ops.decode_splits, ops.prefill_splits) * rows * hq, d, dev)
-    ms = _ms(lambda: ops.attention(q, kc, vc, meta, out, work))
-    gb = 2 * (start + n_new) * hkv * d * kc.element_size() / 1e9
-    return {"options": options, "ms": ms, "kv_gb_per_s": gb / ms * 1e3}
+def _attention_sweep(backend, rows, n_new, start, sweep):
+    hq, d, nl = backend.hq, backend.d, len(backend.layers)
+    q = torch.randn(rows, hq, d, device=backend.device, dtype=backend.dtype)
+    out = torch.empty(rows, hq * d, device=backend.device, dtype=backend.dtype)
+    meta = Meta(0, start, n_new, torch.tensor([0, start, n_new], device=backend.device))
+    res = []
+    for opts in sweep:
+        ops = TritonOps(**opts)
+        work = Partials(ops.attention_splits(rows, hq // backend.hkv) * rows * hq, d, backend.device)
+        ms = _graph_ms(lambda i: ops.attention(q, backend.k_arena[i], backend.v_arena[i], meta, out, work), nl)
+        flops = 4 * n_new * hq * (start + n_new) * d
+        res.append({**opts, "ms_per_layer": ms, "kv_tb_per_s": 2 * (start + n_new) * backend.hkv * d * 2 / ms / 1e9,
+                    "tflops": flops / ms / 1e9})
+    return sorted(res, key=lambda r: r["ms_per_layer"])
 
 
-def run_micro(backend) -> dict:
-    res: dict = {"attention_decode": [], "attention_chunk": [], "gemv": [], "gemm_chunk": []}
-    ctx = 15360
-    for splits in (16, 32, 64, 128):
-        for bn in (64, 128):
-            res["attention_decode"].append(_attention(backend, 1, 1, ctx, dict(decode_splits=splits, block_n=bn)))
-    for splits in (1, 2, 4, 8):
-        for bm in (64, 128):
-            res["attention_chunk"].append(_attention(backend, 336, 316, ctx,
-                                                     dict(prefill_splits=splits, prefill_block_m=bm)))
-    ly = backend.layers[0]
-    dev, dt = backend.device, backend.dtype
-    shapes = {"qkv": ly.w_qkv, "o": ly.w_o, "gate_up": ly.w_gu, "down": ly.w_down, "lm_head": backend.w_lm}
-    total_cublas = 0.0
-    for name, w in shapes.items():
-        n, k = w.shape
+def _step_ms(backend, rows, n_new, start, small: bool) -> float:
+    b = backend.buf
+    b.stage[:3].copy_(torch.tensor([0, start, n_new]))
+    meta = Meta(0, start, n_new, b.stage[:3])
+    run = backend._forward_small if small else backend._forward_rows
+
+    def fn(_i):
+        backend._rope_tables(rows)
+        run(rows, False, meta)
+    return _graph_ms(fn, 1, replays=10)
+
+
+def run_micro(backend, vision) -> dict:
+    _fill_slot0(backend)
+    res = {"attention_decode": _attention_sweep(backend, 1, 1, CTX, DECODE_SWEEP),
+           "attention_chunk": _attention_sweep(backend, 320, 316, CTX, CHUNK_SWEEP), "gemv": []}
+    dev, dt, nl = backend.device, backend.dtype, len(backend.layers)
+    meta_dev = torch.tensor([0, 0, 1], device=dev)
+    for name in ("w_qkv", "w_o", "w_gu", "w_down"):
+        ws = [getattr(ly, name) for ly in backend.layers]
+        n, k = ws[0].shape
         x = torch.randn(1, k, device=dev, dtype=dt)
         y = torch.empty(1, n, device=dev, dtype=dt)
-        cub = _ms(lambda: torch.mm(x, w.t(), out=y))
-        row = {"shape": name, "n": n, "k": k, "cublas_ms": cub, "cublas_gb_per_s": w.numel() * 2 / cub / 1e6}
-        best = None
-        for bn, bk, warps, stages in GEMV_CONFIGS:
-            if k % bk:
-                continue
-            grid = (triton.cdiv(n, bn),)
-            t = _ms(lambda: _gemv_kernel[grid](w, x, y, n, k, BLOCK_N=bn, BLOCK_K=bk,
-                                               num_warps=warps, num_stages=stages))
-            if best is None or t < best[0]:
-                best = (t, (bn, bk, warps, stages))
-        ref = x.float() @ w.float().t()
-        _gemv_kernel[(triton.cdiv(n, best[1][0]),)](w, x, y, n, k, BLOCK_N=best[1][0], BLOCK_K=best[1][1],
-                                                    num_warps=best[1][2], num_stages=best[1][3])
-        row.update(triton_ms=best[0], triton_config=best[1], triton_gb_per_s=w.numel() * 2 / best[0] / 1e6,
-                   triton_rel_err=((y.float() - ref).norm() / ref.norm()).item())
-        res["gemv"].append(row)
-        total_cublas += cub * (len(backend.layers) if name != "lm_head" else 1)
-        xm = torch.randn(336, k, device=dev, dtype=dt)
-        ym = torch.empty(336, n, device=dev, dtype=dt)
-        g = _ms(lambda: torch.mm(xm, w.t(), out=ym))
-        res["gemm_chunk"].append({"shape": name, "ms": g, "tflops": 2 * 336 * n * k / g / 1e9})
-    res["decode_gemv_sum_cublas_ms"] = total_cublas
+        cub = _graph_ms(lambda i: torch.mm(x, ws[i].t(), out=y), nl)
+        tri = _graph_ms(lambda i: gemv(x, ws[i], y, meta_dev=meta_dev), nl)
+        res["gemv"].append({"weight": name, "n": n, "k": k, "cublas_ms": cub, "triton_ms": tri,
+                            "cublas_tb_per_s": n * k * 2 / cub / 1e9, "triton_tb_per_s": n * k * 2 / tri / 1e9})
+    res["decode_step_fused_ms"] = _step_ms(backend, 1, 1, CTX, small=True)
+    res["decode_step_cublas_ms"] = _step_ms(backend, 1, 1, CTX, small=False)
+    res["turn_end_step_fused_ms"] = _step_ms(backend, 4, 3, CTX, small=True)
+    res["chunk_forward_ms_ctx0"] = _step_ms(backend, 320, 316, 0, small=False)
+    res["chunk_forward_ms_ctx15000"] = _step_ms(backend, 320, 316, 15000, small=False)
+    plan = next(iter(vision.plans.values()))
+    if plan.graph is not None:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        plan.graph.replay()
+        a.record()
+        for _ in range(10):
+            plan.graph.replay()
+        b.record()
+        torch.cuda.synchronize()
+        res["vision_graph_ms"] = a.elapsed_time(b) / 10
     return res

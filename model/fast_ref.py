@@ -9,6 +9,8 @@ the fast backend's tests and of the benchmark's 8B agreement check.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from model.fast import text_parts
@@ -23,20 +25,34 @@ def new_dynamic_cache(text_config):
 
 
 class HFTextCache:
-    def __init__(self, hf_model):
+    """``attn`` picks the transformers attention implementation for this cache's forwards
+    (e.g. "eager" next to the default "sdpa", to measure how much two correct references
+    differ); ``copy_of`` starts from a copy of another HFTextCache's cache."""
+
+    def __init__(self, hf_model, *, attn: str | None = None, copy_of: "HFTextCache | None" = None):
         self.text, self.lm_head = text_parts(hf_model)
-        self.cache = new_dynamic_cache(self.text.config)
-        self.length = 0
+        self.attn = attn
+        if copy_of is not None:
+            self.cache, self.length = copy.deepcopy(copy_of.cache), copy_of.length
+        else:
+            self.cache, self.length = new_dynamic_cache(self.text.config), 0
 
     def append(self, embeds, position_ids, visual_mask=None, deepstack=None) -> torch.Tensor:
         kw = {}
         if deepstack:
             kw = dict(visual_pos_masks=visual_mask.to(embeds.device)[None],
                       deepstack_visual_embeds=[f.to(embeds.device, embeds.dtype) for f in deepstack])
-        with torch.no_grad():
-            out = self.text(inputs_embeds=embeds[None], position_ids=position_ids.to(embeds.device)[:, None, :],
-                            past_key_values=self.cache, use_cache=True, **kw)
-            logits = self.lm_head(out.last_hidden_state[:, -1])
+        cfg = self.text.config
+        before = cfg._attn_implementation
+        try:
+            if self.attn:
+                cfg._attn_implementation = self.attn
+            with torch.no_grad():
+                out = self.text(inputs_embeds=embeds[None], position_ids=position_ids.to(embeds.device)[:, None, :],
+                                past_key_values=self.cache, use_cache=True, **kw)
+                logits = self.lm_head(out.last_hidden_state[:, -1])
+        finally:
+            cfg._attn_implementation = before
         self.length += embeds.shape[0]
         return logits[0].float()
 
