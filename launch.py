@@ -3,6 +3,7 @@
 
     python3 launch.py [options]            the browser app (see --help)
     python3 launch.py replay VIDEO ...     run the engine over a video file, JSON lines out
+    python3 launch.py export REC --out F.zip   bundle a recording (mp4 with both voices, captions)
     python3 launch.py test [pytest args]   set up and run the test suite
 
 The first run of any command creates ``.venv`` and installs what is missing
@@ -18,27 +19,56 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-SUBCOMMANDS = ("replay", "test")
+SUBCOMMANDS = ("replay", "test", "export")
 
 
 # --- options shared by every command that builds a Config -------------------------------
-# (flag, config section, config field, argparse kwargs)
-CONFIG_FLAGS: list[tuple[str, str, str, dict]] = [
+# (flag, config section, config field, argparse kwargs); "store_true"/"store_false" flags
+# set the field to True/False when given.
+MODEL_FLAGS: list[tuple[str, str, str, dict]] = [
     ("--model", "engine", "model", dict(metavar="ID_OR_DIR", help="AURA weights: HF id or local dir (default aurateam/AURA)")),
-    ("--vlm-device", "engine", "device", dict(metavar="DEV", help="auto | cpu | cuda | cuda:N")),
-    ("--dtype", "engine", "dtype", dict(help="auto | float32 | bfloat16 | float16")),
-    ("--backend", "engine", "backend", dict(help="auto | reference | fast")),
+    ("--vlm-device", "engine", "device", dict(metavar="DEV", help="auto | cpu | cuda:N | cuda:N,cuda:M (split); auto: with 2 GPUs the VLM uses cuda:1")),
+    ("--dtype", "engine", "dtype", dict(help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16")),
+    ("--backend", "engine", "backend", dict(help="auto | reference | fast (the GPU fast path)")),
     ("--language", "engine", "language", dict(help='reply language, e.g. "English" (appended to the system prompt)')),
-    ("--temperature", "engine", "temperature", dict(type=float, help="0 = greedy (default)")),
-    ("--seed", "engine", "seed", dict(type=int)),
-    ("--preset", "app", "preset", dict(choices=["offline"], help="offline: tiny random models built locally (answers are meaningless)")),
+    ("--temperature", "engine", "temperature", dict(type=float, help="sampling temperature; 0 = greedy (default)")),
+    ("--seed", "engine", "seed", dict(type=int, help="random seed (same model + seed = same decisions)")),
+    ("--preset", "app", "preset", dict(choices=["offline"], help="offline: tiny random models + espeak-ng voice, built locally; answers are meaningless")),
 ]
+SPEECH_FLAGS: list[tuple[str, str, str, dict]] = [
+    ("--asr-model", "speech", "asr_model", dict(metavar="NAME_OR_DIR", help="faster-whisper model name or CTranslate2 dir (auto: GPU/CPU default)")),
+    ("--asr-device", "speech", "asr_device", dict(metavar="DEV", help="auto | cpu | cuda:N")),
+    ("--tts", "speech", "tts", dict(choices=["coqui", "espeak"], help="voice engine (default coqui)")),
+    ("--tts-model", "speech", "tts_model", dict(metavar="NAME_OR_DIR", help="Coqui model name or local model dir")),
+    ("--tts-device", "speech", "tts_device", dict(metavar="DEV", help="auto | cpu | cuda:N")),
+]
+APP_FLAGS: list[tuple[str, str, str, dict]] = [
+    ("--host", "app", "host", dict(help="address to bind (default 127.0.0.1: this machine only)")),
+    ("--port", "app", "port", dict(type=int, help="port (default 7860)")),
+    ("--share", "app", "share", dict(action="store_true", default=None, help="create a public Gradio share link")),
+    ("--auth", "app", "auth", dict(metavar="USER:PASS", help="require this login for the app and the Review tab")),
+    ("--ssl-certfile", "app", "ssl_certfile", dict(metavar="FILE", help="HTTPS certificate (needed for camera/mic from other devices)")),
+    ("--ssl-keyfile", "app", "ssl_keyfile", dict(metavar="FILE", help="HTTPS private key")),
+    ("--max-sessions", "app", "max_sessions", dict(type=int, help="browser sessions admitted at once (default 2); others see 'busy'")),
+    ("--local-devices", "app", "local_devices", dict(action="store_true", default=None, help="use this machine's camera, microphone and speaker; captions in the terminal, no browser")),
+    ("--camera", "app", "camera", dict(metavar="INDEX_OR_FILE", help="local camera index or a video file (with --local-devices)")),
+    ("--mic", "app", "mic", dict(metavar="NAME_OR_INDEX", help="local microphone (see --list-devices)")),
+    ("--speaker", "app", "speaker", dict(metavar="NAME_OR_INDEX", help="local speaker (see --list-devices)")),
+    ("--push-to-talk", "app", "hands_free", dict(action="store_false", default=None, help="start in push-to-talk mode instead of hands-free")),
+    ("--no-proactive", "app", "proactive", dict(action="store_false", default=None, help="start with proactive remarks off")),
+    ("--no-voice", "app", "voice", dict(action="store_false", default=None, help="captions only, no spoken replies")),
+    ("--no-record", "app", "record", dict(action="store_false", default=None, help="do not record sessions")),
+    ("--recordings-dir", "app", "recordings_dir", dict(metavar="DIR", help="where recordings go (default ./recordings)")),
+]
+CONFIG_FLAGS = MODEL_FLAGS + SPEECH_FLAGS + APP_FLAGS
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, flags=MODEL_FLAGS) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML or TOML file with engine/speech/app sections")
-    for flag, _section, _name, kwargs in CONFIG_FLAGS:
-        parser.add_argument(flag, default=None, **kwargs)
+    for flag, _section, _name, kwargs in flags:
+        kwargs = dict(kwargs)
+        kwargs.setdefault("default", None)
+        parser.add_argument(flag, dest=flag.lstrip("-").replace("-", "_"), **kwargs)
 
 
 def load_config(args: argparse.Namespace):
@@ -60,6 +90,63 @@ def load_config(args: argparse.Namespace):
     return build_config(*layers)
 
 
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+# --- the app --------------------------------------------------------------------------
+def app_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 launch.py",
+        description="AURA Live: a real-time voice-and-camera assistant. Starts the browser app "
+                    "(http://127.0.0.1:7860 by default) with the real models, downloading them on "
+                    "first use.",
+        epilog="Other commands: 'launch.py replay VIDEO|RECORDING' (run a file through the model, JSON "
+               "lines out), 'launch.py export RECORDING --out F.zip', 'launch.py test' (set up and run "
+               "the tests). Settings precedence: command line > AURA_<SECTION>_<FIELD> environment "
+               "variables > --config file > defaults.",
+    )
+    parser.add_argument("--list-devices", action="store_true", help="list cameras, microphones and speakers, then exit")
+    add_config_flags(parser, CONFIG_FLAGS)
+    return parser
+
+
+def cmd_app(argv: list[str]) -> int:
+    args = app_parser().parse_args(argv)
+    if args.list_devices:
+        from app.devices.listing import list_devices
+        print(list_devices())
+        return 0
+    try:
+        cfg = load_config(args)
+        from app.main import run_app
+        return run_app(cfg)
+    except ValueError as e:
+        return fail(str(e))
+
+
+# --- replay ---------------------------------------------------------------------------
+def cmd_replay(argv: list[str]) -> int:
+    """Run the engine over a video file; JSON lines out (app/replay.py)."""
+    parser = argparse.ArgumentParser(prog="launch.py replay", description=cmd_replay.__doc__)
+    parser.add_argument("video", help="video file (anything OpenCV reads: mp4, y4m, ...)")
+    parser.add_argument("--ask", action="append", default=[], metavar="SECONDS:TEXT",
+                        help="a typed question at that stream time (repeatable)")
+    parser.add_argument("--out", metavar="FILE.jsonl", help="write here instead of stdout")
+    parser.add_argument("--dump-context", action="store_true", help="add the context token ids to each step")
+    parser.add_argument("--realtime", action="store_true", help="pace the video in real time")
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args)
+    except ValueError as e:
+        return fail(str(e))
+    from app.replay import main as replay
+    return replay(cfg, args.video, args.ask, args.out, args.dump_context, args.realtime,
+                  cache_dir=ROOT / ".cache")
+
+
 # --- test -----------------------------------------------------------------------------
 def cmd_test(argv: list[str]) -> int:
     """Run the whole suite except GPU tests (unless a GPU is present); extra args go to pytest."""
@@ -68,14 +155,35 @@ def cmd_test(argv: list[str]) -> int:
     return int(pytest.main(args))
 
 
+# --- export ---------------------------------------------------------------------------
+def cmd_export(argv: list[str]) -> int:
+    """Bundle one recording folder into a zip (app/export.py); a bad folder is exit 2."""
+    parser = argparse.ArgumentParser(prog="launch.py export", description=cmd_export.__doc__)
+    parser.add_argument("recording", metavar="RECORDING_DIR")
+    parser.add_argument("--out", metavar="FILE.zip", help="default: ./<recording name>.zip")
+    args = parser.parse_args(argv)
+    from app.export import export
+    rec = Path(args.recording)
+    try:
+        out = export(rec, Path(args.out) if args.out else Path(f"{rec.resolve().name}.zip"))
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     from app.bootstrap import ensure_environment
     ensure_environment("test" if command == "test" else "app")
     if command == "test":
         return cmd_test(argv[1:])
-    print("error: the app is not available yet", file=sys.stderr)
-    return 2
+    if command == "replay":
+        return cmd_replay(argv[1:])
+    if command == "export":
+        return cmd_export(argv[1:])
+    return cmd_app(argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ project's ``.venv`` with ``requirements.txt`` (and for ``purpose="test"`` also
 ``tests/requirements.txt``) installed and the system programs the purpose needs present.
 Otherwise it creates/updates what is missing and re-executes the same command inside the
 venv (``os.execv``), or exits with code 2 and one line saying what to do. Idempotent and
-quick when nothing changed: a hash of the requirement files is stamped into the venv.
+quick when nothing changed: a hash of each requirements file is stamped into the venv
+once it is installed (so a test set-up also satisfies the app).
 Standard library only: it runs before anything is installed.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ctypes.util import find_library
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("AURA_LIVE_VENV", ROOT / ".venv"))
+VENV = Path(os.environ.get("AURALIVE_VENV", ROOT / ".venv"))
 _REEXEC_MARK = "_AURA_LIVE_IN_VENV"
 
 # Debian package -> how to tell it is present
@@ -52,11 +53,12 @@ def _requirement_files(purpose: str) -> list[Path]:
     return files
 
 
-def _stamp(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()
+def _stamp(f: Path) -> str:
+    return hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def _stamp_file(f: Path) -> Path:
+    return VENV / f".aura-stamp-{'-'.join(f.relative_to(ROOT).parts)}"
 
 
 def _venv_python() -> Path:
@@ -86,10 +88,11 @@ def _ensure_system(purpose: str) -> None:
 
 
 def _ensure_venv(purpose: str) -> None:
-    files = _requirement_files(purpose)
-    stamp_file = VENV / f".aura-stamp-{purpose}"
-    want = _stamp(files)
-    if stamp_file.exists() and stamp_file.read_text() == want and _venv_python().exists():
+    """Install each requirements file whose content changed since it was last installed."""
+    stale = [f for f in _requirement_files(purpose)
+             if not _venv_python().exists() or not _stamp_file(f).exists()
+             or _stamp_file(f).read_text() != _stamp(f)]
+    if not stale:
         return
     if not _venv_python().exists():
         _say(f"creating a virtualenv in {VENV}")
@@ -97,17 +100,17 @@ def _ensure_venv(purpose: str) -> None:
             _die(f"could not create a virtualenv in {VENV} (is python3-venv installed?)")
     _say("installing Python packages (the first time takes a few minutes)")
     pip = [str(_venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    for f in files:
+    for f in stale:
         if subprocess.run([*pip, "-r", str(f)]).returncode != 0:
             _die(f"pip could not install {f.relative_to(ROOT)}; see the messages above")
-    stamp_file.write_text(want)
+        _stamp_file(f).write_text(_stamp(f))
 
 
 def ensure_environment(purpose: str) -> None:
     """Make the environment ready for ``purpose`` ("app" or "test"), re-exec into the venv."""
     if sys.version_info < (3, 11):
         _die(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
-    if os.environ.get("AURA_LIVE_SKIP_SETUP") == "1":
+    if os.environ.get("AURALIVE_SKIP_SETUP") == "1":
         return
     _ensure_system(purpose)
     _ensure_venv(purpose)

@@ -28,10 +28,17 @@ def _fail(section: str, name: str, why: str) -> None:
     raise ValueError(f"{section}.{name}: {why}")
 
 
-def _check_device(section: str, name: str, value: str) -> None:
-    ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+def _is_cuda_index(value: str) -> bool:
+    return value.startswith("cuda:") and value[5:].isdigit()
+
+
+def _check_device(section: str, name: str, value: str, split: bool = False) -> None:
+    ok = value in ("auto", "cpu", "cuda") or _is_cuda_index(value)
+    if split and "," in value:
+        ok = all(_is_cuda_index(part.strip()) for part in value.split(","))
     if not ok:
-        _fail(section, name, f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        more = " or a list cuda:N,cuda:M to split the model" if split else ""
+        _fail(section, name, f"expected auto, cpu, cuda or cuda:N{more}, got {value!r}")
 
 
 def _check_range(section: str, name: str, value: float, lo: float, hi: float) -> None:
@@ -44,7 +51,7 @@ def _check_range(section: str, name: str, value: float, lo: float, hi: float) ->
 class EngineConfig:
     """The AURA engine (model/)."""
     model: str = DEFAULT_MODEL            # HF id or local directory
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N | cuda:N,cuda:M (split)
     dtype: str = "auto"                   # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     backend: str = "auto"                 # auto | reference | fast
     system_prompt: str = BENCHMARK_SYSTEM_PROMPT
@@ -67,7 +74,7 @@ class EngineConfig:
         s = "engine"
         if not self.model.strip():
             _fail(s, "model", "must name an HF model id or a local directory")
-        _check_device(s, "device", self.device)
+        _check_device(s, "device", self.device, split=True)
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             _fail(s, "dtype", f"expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.backend not in ("auto", "reference", "fast"):

@@ -1,0 +1,198 @@
+"""Replay a video file through the AURA engine and write JSON lines.
+
+Contract: ``python launch.py replay VIDEO --model DIR_OR_ID [--ask SECONDS:TEXT ...]
+[--out FILE.jsonl] [--dump-context] [--realtime]`` (launch.py parses argv and calls
+``main(cfg, args)``). The video is decoded with OpenCV, sampled at 2 fps into 1-s chunks
+(app/sampler.py) and stepped through one engine session, as fast as possible or paced to
+the stream clock with ``--realtime``. A question ``--ask S:TEXT`` closes the chunk open at
+``S`` seconds early (like the live app) and goes into that step. Between steps the
+session's shadow work for the next window cut runs (``maintain``), as the live worker does
+when idle, so ``step_ms`` is what a live step costs.
+
+Output, one JSON object per line (``t`` = stream seconds, ``type``), built with
+``app.events.to_record``: ``user`` (each question), ``step`` (every chunk: ``decision``,
+``p_silent``, ``context_tokens``, ``step_ms``, and with ``--dump-context`` the
+``context_ids`` the model saw), ``reply`` (``text``, ``reply_id``, ``proactive``,
+``ttft_ms``), ``error`` (``message``). A bad or unreadable video, a bad ``--ask`` or a
+model that cannot load is one line on stderr and exit code 2. ``--preset offline`` uses the
+app's tiny checkpoint (app/presets.py, built once under the cache folder).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+from app.events import ErrorEvent, ReplyEnded, StepDecision, UserText, VideoFrame, to_record
+from app.sampler import FrameSampler
+
+MAINTAIN_SLICE_S = 0.05
+
+
+class ReplayError(Exception):
+    """A one-line, user-facing reason the replay cannot run."""
+
+
+@dataclass(frozen=True)
+class Ask:
+    t_s: float
+    text: str
+
+
+def parse_ask(spec: str) -> Ask:
+    seconds, sep, text = spec.partition(":")
+    try:
+        t_s = float(seconds)
+    except ValueError:
+        t_s = -1.0
+    if not sep or t_s < 0 or not text.strip():
+        raise ReplayError(f"--ask: expected SECONDS:TEXT (e.g. 12.5:What is on the table?), got {spec!r}")
+    return Ask(t_s, text.strip())
+
+
+def read_frames(path: Path) -> Iterator[VideoFrame]:
+    """RGB frames of a video file with their stream times (seconds from the start)."""
+    if not path.is_file():
+        raise ReplayError(f"no such video file: {path}")
+    try:
+        import cv2
+    except ImportError:
+        raise ReplayError("opencv-python is needed to read video files; run python3 launch.py "
+                          "once to install it") from None
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+        ok, bgr = cap.read() if cap.isOpened() else (False, None)
+        if not ok or bgr is None:
+            raise ReplayError(f"cannot read video frames from {path} (not a video, or an "
+                              "unsupported codec)")
+        fps = fps if fps and fps > 0 else 25.0
+        n = 0
+        while ok and bgr is not None:
+            yield VideoFrame(n / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            n += 1
+            ok, bgr = cap.read()
+    finally:
+        cap.release()
+
+
+class Replayer:
+    """Steps one session over a frame stream; yields records (dicts) in stream order."""
+
+    def __init__(self, session, dump_context: bool = False, realtime: bool = False,
+                 clock=None):
+        self.session = session
+        self.dump_context = dump_context
+        self.realtime = realtime
+        self.clock = clock
+
+    def _step(self, chunk, question: str | None) -> Iterator[dict]:
+        for ev in self.session.step(chunk, question):
+            if isinstance(ev, StepDecision):
+                rec = to_record(ev)
+                if self.dump_context:
+                    rec["context_ids"] = self.session.context_ids()
+                yield rec
+            elif isinstance(ev, ReplyEnded):
+                yield to_record(ev)
+
+    def _idle(self, until_s: float | None) -> None:
+        """Shadow work between steps: until none is left (as fast as possible), or until
+        the stream clock reaches ``until_s`` (real time; then wait for it)."""
+        if not self.realtime:
+            while self.session.maintain(MAINTAIN_SLICE_S):
+                pass
+            return
+        while (left := until_s - self.clock.now()) > 0:
+            if not self.session.maintain(min(MAINTAIN_SLICE_S, left)):
+                self.clock.sleep(until_s - self.clock.now())
+                return
+
+    def run(self, frames: Iterator[VideoFrame], asks: list[Ask]) -> Iterator[dict]:
+        sampler = FrameSampler()
+        pending = sorted(asks, key=lambda a: a.t_s)
+        last_t = 0.0
+        for frame in frames:
+            while pending and pending[0].t_s <= frame.t_s:
+                ask = pending.pop(0)
+                yield to_record(UserText(ask.t_s, ask.text, source="typed"))
+                chunk = sampler.close_partial(ask.t_s)
+                if chunk is None:
+                    yield to_record(ErrorEvent(ask.t_s, "replay", "question before the first frame: skipped"))
+                    continue
+                yield from self._paced(chunk, ask.text)
+            for chunk in sampler.feed(frame):
+                yield from self._paced(chunk, None)
+            last_t = frame.t_s
+        for ask in pending:
+            yield to_record(ErrorEvent(ask.t_s, "replay",
+                                       f"question at {ask.t_s:g}s is after the end of the video ({last_t:.1f}s)"))
+
+    def _paced(self, chunk, question: str | None) -> Iterator[dict]:
+        if self.realtime:
+            self._idle(chunk.t_s)
+        yield from self._step(chunk, question)
+        if not self.realtime:
+            self._idle(None)
+
+
+def _write(records: Iterator[dict], out: IO[str]) -> int:
+    n = 0
+    for rec in records:
+        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        out.flush()
+        n += 1
+    return n
+
+
+def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
+         realtime: bool, cache_dir: Path = Path(".cache"),
+         progress: Callable[[str], None] | None = None) -> int:
+    """The ``replay`` command; returns the exit code."""
+    say = progress or (lambda msg: print(f"[replay] {msg}", file=sys.stderr, flush=True))
+    try:
+        parsed = [parse_ask(a) for a in asks]
+        frames = read_frames(Path(video))
+        first = next(frames)          # fail on a bad video before loading the model
+    except ReplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from model.vlm import AuraModel, ModelLoadError
+    if cfg.app.preset == "offline":
+        from app.presets import offline_vlm
+        cfg = _with_model(cfg, str(offline_vlm(cache_dir, say)))
+    try:
+        model = AuraModel.load(cfg.engine, progress=say)
+    except ModelLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from app.clock import MonotonicClock
+    session = model.new_session("replay")
+    replayer = Replayer(session, dump_context, realtime, MonotonicClock())
+    sink = open(out, "w", encoding="utf-8") if out else sys.stdout
+    t0 = time.perf_counter()
+    try:
+        records = replayer.run(_chain(first, frames), parsed)
+        n = _write(records, sink)
+    except ReplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        session.close()
+        if out:
+            sink.close()
+    say(f"{n} lines in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _chain(first: VideoFrame, rest: Iterator[VideoFrame]) -> Iterator[VideoFrame]:
+    yield first
+    yield from rest
+
+
+def _with_model(cfg, model: str):
+    from dataclasses import replace
+    return replace(cfg, engine=replace(cfg.engine, model=model))

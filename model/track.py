@@ -1,0 +1,115 @@
+"""``Track``: one KV cache and what it takes to keep appending segments to it.
+
+Contract: a track owns a backend cache handle, the next M-RoPE position counter, the ids
+it holds (``ids``, for dumps and tests), the logits after them (``last_logits``) and a queue of segments not yet appended.
+``append(seg, feats)`` prepares a segment (embeddings with the vision features scattered
+in at the video pads, explicit positions, visual mask, deepstack rows) and appends it now,
+returning the last position's logits; ``append_ids(ids)`` does the same for plain text.
+``queue(seg, feats)`` defers a segment; ``work(deadline)`` appends queued tokens in slices
+of at most ``slice_tokens`` until the ``time.perf_counter()`` deadline and says whether
+work remains; ``flush()`` appends everything queued. Appending a segment in slices gives
+the same cache as appending it whole (positions and deepstack rows are sliced with it).
+``release()`` frees the cache; the track must not be used afterwards.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from model.prompt import Segment
+from model.rope import segment_positions
+from model.vision import VisionFeatures
+
+
+@dataclass(eq=False)
+class _Prepared:
+    ids: tuple[int, ...]
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    vision: tuple[int, int]                      # [start, end) of the visual rows
+    deepstack: tuple[torch.Tensor, ...]
+    done: int = 0
+
+
+class Track:
+    def __init__(self, backend, embed: Callable[[tuple[int, ...]], torch.Tensor],
+                 slice_tokens: int = 128):
+        self.backend = backend
+        self._embed = embed
+        self.slice_tokens = int(slice_tokens)
+        self.cache = backend.new_cache()
+        self.next_pos = 0                 # M-RoPE counter after everything queued so far
+        self.ids: list[int] = []          # ids appended (in the cache), in order
+        self.last_logits: torch.Tensor | None = None   # next-token logits after ``ids``
+        self._queue: deque[_Prepared] = deque()
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def pending_tokens(self) -> int:
+        return sum(len(p.ids) - p.done for p in self._queue)
+
+    def _prepare(self, seg: Segment, feats: VisionFeatures | None) -> _Prepared:
+        embeds = self._embed(seg.ids)
+        positions, self.next_pos = segment_positions(seg, self.next_pos)
+        vision, deep = (0, 0), ()
+        if seg.vision_at >= 0:
+            if feats is None or feats.grid_hw != seg.grid_hw:
+                raise ValueError("a video segment needs the vision features of its own chunk")
+            vision = (seg.vision_at, seg.vision_at + seg.n_visual)
+            embeds = embeds.clone()
+            embeds[vision[0]:vision[1]] = feats.embeds.to(embeds.device, embeds.dtype)
+            deep = tuple(d.to(embeds.device, embeds.dtype) for d in feats.deepstack)
+        return _Prepared(seg.ids, embeds, positions.to(embeds.device), vision, deep)
+
+    def _step(self, p: _Prepared, n: int) -> torch.Tensor:
+        a, b = p.done, min(len(p.ids), p.done + n)
+        va, vb = max(a, p.vision[0]), min(b, p.vision[1])
+        mask = deep = None
+        if vb > va:
+            mask = torch.zeros(b - a, dtype=torch.bool, device=p.embeds.device)
+            mask[va - a:vb - a] = True
+            deep = [d[va - p.vision[0]:vb - p.vision[0]] for d in p.deepstack]
+        logits = self.backend.append(self.cache, p.embeds[a:b], p.positions[:, a:b], mask, deep)
+        self.ids.extend(p.ids[a:b])
+        p.done = b
+        self.last_logits = logits
+        return logits
+
+    def append(self, seg: Segment, feats: VisionFeatures | None = None) -> torch.Tensor:
+        if self._queue:
+            raise RuntimeError("Track.append with queued work: flush() first")
+        p = self._prepare(seg, feats)
+        return self._step(p, len(p.ids))
+
+    def append_ids(self, ids: tuple[int, ...] | list[int]) -> torch.Tensor:
+        return self.append(Segment(tuple(ids)))
+
+    def queue(self, seg: Segment, feats: VisionFeatures | None = None) -> None:
+        self._queue.append(self._prepare(seg, feats))
+
+    def work(self, deadline: float) -> bool:
+        """Append queued tokens in slices until ``deadline`` (perf_counter seconds)."""
+        while self._queue and time.perf_counter() < deadline:
+            p = self._queue[0]
+            self._step(p, self.slice_tokens)
+            if p.done == len(p.ids):
+                self._queue.popleft()
+        return bool(self._queue)
+
+    def flush(self) -> None:
+        while self._queue:
+            p = self._queue.popleft()
+            self._step(p, len(p.ids) - p.done)
+
+    def release(self) -> None:
+        self._queue.clear()
+        if self.cache is not None:
+            self.backend.release(self.cache)
+            self.cache = None

@@ -1,0 +1,185 @@
+"""``AuraModel``: the loaded AURA checkpoint, shared and stateless; sessions hold state.
+
+Contract:
+* ``AuraModel.load(cfg: EngineConfig, progress=None) -> AuraModel`` loads an HF id or a
+  local directory of a Qwen3-VL checkpoint with a ``<|silent|>`` token (tokenizer, video
+  processor, weights) on ``cfg.device`` ("auto": CUDA if present) in ``cfg.dtype``
+  ("auto": bf16 on CUDA, fp32 on CPU). Failures raise ``ModelLoadError`` with one line:
+  a path that does not exist, a download that failed (names the model and suggests
+  ``--preset offline``), a tokenizer without ``<|silent|>``. ``progress(str)`` gets short
+  status lines; the hub's own progress bars go to stderr.
+* ``new_session(session_id, clock=None) -> AuraSession`` (model/session.py); many sessions
+  share one model and never share state.
+* ``embed(ids)`` input embeddings ``(L, hidden)``; ``vision.encode(frames)`` chunk features.
+* ``choose_backend(kind, hf_model, device, max_tokens)`` picks the LMBackend: "reference"
+  (model/reference.py), "fast" (model/fast.py ``FastBackend(hf_model, max_tokens=...)``,
+  CUDA only) or "auto" (fast on CUDA when model/fast.py imports, else reference).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+from app.config import EngineConfig
+
+Progress = Callable[[str], None]
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer*", "*.model"]
+
+
+class ModelLoadError(Exception):
+    """The model could not be loaded; ``str(e)`` is one line for the user."""
+
+
+def _import_torch_stack():
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise ModelLoadError(f"the engine needs torch and transformers ({e.name} is missing); "
+                             "run `python3 launch.py` once to install them") from None
+    return torch, transformers
+
+
+def resolve_device(device: str, torch) -> str:
+    if "," in device:
+        raise ModelLoadError(f"engine.device: the engine runs the VLM on one device; got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"engine.device: {device} requested but CUDA is not available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str, torch):
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def locate(model: str, progress: Progress) -> Path:
+    """A local directory for ``model``: the directory itself, or the hub download."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    looks_local = model.startswith(("/", ".", "~")) or path.exists() or not _HF_ID.match(model)
+    if looks_local:
+        raise ModelLoadError(f"engine.model: no such model directory: {model}")
+    from huggingface_hub import snapshot_download
+    progress(f"fetching {model} from the Hugging Face hub (cached after the first time)")
+    try:
+        return Path(snapshot_download(model, allow_patterns=_WEIGHT_FILES))
+    except (OSError, ValueError) as e:
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"could not download {model} ({why}); check the network and the "
+                             "model id, or run with --preset offline") from None
+
+
+def choose_backend(kind: str, hf_model, device: str, max_tokens: int):
+    """The LMBackend for ``kind`` (reference | fast | auto)."""
+    from model.reference import ReferenceBackend
+    on_cuda = device.startswith("cuda")
+    if kind == "reference" or (kind == "auto" and not on_cuda):
+        return ReferenceBackend(hf_model)
+    if not on_cuda:
+        raise ModelLoadError("engine.backend: the fast backend needs a CUDA device")
+    try:
+        from model.fast import FastBackend
+    except ImportError as e:
+        if kind == "fast":
+            raise ModelLoadError(f"engine.backend: the fast backend is not available ({e})") from None
+        return ReferenceBackend(hf_model)
+    return FastBackend(hf_model, max_tokens=max_tokens)
+
+
+def context_budget(cfg: EngineConfig) -> int:
+    """An upper bound on a session's context tokens (for backends that preallocate)."""
+    per_chunk = cfg.max_pixels // (2 * 32 * 32) + 32 + 160 + cfg.max_new_tokens
+    window_chunks = int(cfg.video_window_s + cfg.float_window_s) + 2
+    qa = cfg.qa_window_groups * cfg.max_group_rounds * (160 + cfg.max_new_tokens + 16)
+    return 512 + qa + window_chunks * per_chunk
+
+
+class AuraModel:
+    def __init__(self, cfg: EngineConfig, hf_model, tokenizer, video_processor, device: str):
+        from model.prompt import Specials
+        from model.vision import VisionEncoder
+        self.cfg = cfg
+        self.hf = hf_model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.specials = Specials.from_tokenizer(tokenizer)
+        self.vision = VisionEncoder(hf_model, video_processor, cfg.max_pixels)
+        self.backend = None
+        self._exempt: dict[int, bool] = {}
+
+    @classmethod
+    def load(cls, cfg: EngineConfig, progress: Progress | None = None) -> "AuraModel":
+        say = progress or (lambda _msg: None)
+        torch, transformers = _import_torch_stack()
+        from model.prompt import Specials
+        device = resolve_device(cfg.device, torch)
+        dtype = resolve_dtype(cfg.dtype, device, torch)
+        path = locate(cfg.model, say)
+        say(f"loading the tokenizer and processor from {path}")
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(path)
+            Specials.from_tokenizer(tok)
+            vproc = transformers.AutoVideoProcessor.from_pretrained(path)
+        except ValueError as e:
+            raise ModelLoadError(f"{cfg.model}: {str(e).splitlines()[0]}") from None
+        except OSError as e:
+            raise ModelLoadError(f"{cfg.model}: tokenizer/processor files missing or unreadable "
+                                 f"({str(e).splitlines()[0][:160]})") from None
+        vproc.cap_pixels_per_frame = False   # we size frames ourselves (do_resize=False)
+        say(f"loading weights ({str(dtype).replace('torch.', '')}) onto {device}")
+        try:
+            hf = transformers.Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{cfg.model}: could not load the weights "
+                                 f"({str(e).splitlines()[0][:160]})") from None
+        hf = hf.to(device).eval()
+        model = cls(cfg, hf, tok, vproc, device)
+        model.backend = choose_backend(cfg.backend, hf, device, context_budget(cfg))
+        say(f"model ready ({type(model.backend).__name__})")
+        return model
+
+    def embed(self, ids: tuple[int, ...]):
+        import torch
+        with torch.inference_mode():
+            t = torch.tensor(ids, dtype=torch.long, device=self.hf.device)
+            return self.hf.get_input_embeddings()(t)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def exempt(self, token: int) -> bool:
+        """Special, punctuation or digit tokens: never get the repetition penalty."""
+        if token not in self._exempt:
+            from model.sampling import is_plain_symbol
+            sp = self.specials
+            special = token in sp.structural or token in (sp.im_end, sp.silent)
+            self._exempt[token] = special or is_plain_symbol(self.decode([token]))
+        return self._exempt[token]
+
+    def new_session(self, session_id: str, clock=None):
+        from model.session import AuraSession
+        return AuraSession(self, session_id, clock=clock)
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m model.vlm MODEL``: load a model and print one line (a smoke check)."""
+    from app.config import EngineConfig as Cfg
+    try:
+        m = AuraModel.load(Cfg(model=argv[0] if argv else Cfg().model), progress=print)
+    except ModelLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"loaded: vocab {len(m.tokenizer)}, silent id {m.specials.silent}, device {m.device}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""`launch.py replay` (issue 2 item 7): JSON lines from a real video file through the
+real engine (tiny checkpoint), and one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+import launch  # noqa: E402
+from app.replay import ReplayError, parse_ask  # noqa: E402
+from tests.model.conftest import shared_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return shared_tiny(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _no_aura_env(monkeypatch):
+    """launch.py reads AURA_* settings from the environment; keep the tests hermetic."""
+    for key in [k for k in os.environ if k.startswith("AURA_")]:
+        monkeypatch.delenv(key)
+
+
+def write_video(path: Path, seconds: float, fps: int = 10, size: int = 64, seed: int = 4) -> Path:
+    """Seeded noise frames (mp4v): varied input, so the tiny model both speaks and not."""
+    rng = np.random.default_rng(seed)
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    frame = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    for k in range(int(seconds * fps)):
+        if k % (fps // 2) == 0:
+            frame = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        out.write(frame)
+    out.release()
+    return path
+
+
+def _run(argv, capsys):
+    rc = launch.cmd_replay([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_replay_writes_json_lines(tmp_path, tiny, capsys):
+    """One step line per chunk (the question closes a partial chunk at 2.3 s), the user line,
+    reply lines with their fields, context ids with --dump-context; every line has t, type."""
+    video = write_video(tmp_path / "noise.mp4", 8.0)
+    out = tmp_path / "run.jsonl"
+    rc, _, err = _run([video, "--model", tiny, "--vlm-device", "cpu", "--ask", "2.3:What is on the table?",
+                       "--out", out, "--dump-context"], capsys)
+    assert rc == 0, err
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all("t" in x and "type" in x for x in lines)
+    steps = [x for x in lines if x["type"] == "step"]
+    assert [s["t"] for s in steps] == [1.0, 2.0, 2.3, 3.3, 4.3, 5.3, 6.3, 7.3]
+    assert [x for x in lines if x["type"] == "user"] == [
+        {"t": 2.3, "type": "user", "text": "What is on the table?", "source": "typed",
+         "speech_end_s": None, "asr_ms": None}]
+    assert steps[2]["question"] == "What is on the table?"
+    for s in steps:
+        assert s["decision"] in ("silent", "speak") and 0 <= s["p_silent"] <= 1
+        assert s["step_ms"] > 0 and s["context_tokens"] == len(s["context_ids"])
+    replies = [x for x in lines if x["type"] == "reply"]
+    assert len(replies) == sum(s["decision"] == "speak" for s in steps) > 0
+    assert {"text", "reply_id", "proactive", "ttft_ms"} <= set(replies[0])
+    by_t = {s["t"]: s for s in steps}
+    assert all(r["proactive"] == (by_t[r["t"]]["question"] is None) for r in replies)
+
+
+def test_bad_video_is_one_line_and_exit_2(tmp_path, tiny, capsys):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all")
+    rc, out, err = _run([junk, "--model", tiny], capsys)
+    assert rc == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "cannot read video frames" in err
+    rc, _, err = _run([tmp_path / "missing.mp4", "--model", tiny], capsys)
+    assert rc == 2 and "no such video file" in err
+
+
+def test_bad_ask_and_bad_model_are_one_line(tmp_path, tiny, capsys):
+    video = write_video(tmp_path / "v.mp4", 2.0)
+    rc, _, err = _run([video, "--model", tiny, "--ask", "soon:hello"], capsys)
+    assert rc == 2 and "--ask: expected SECONDS:TEXT" in err
+    rc, _, err = _run([video, "--model", tmp_path / "no-model"], capsys)
+    assert rc == 2 and err.startswith("error: engine.model: no such model directory")
+    with pytest.raises(ReplayError):
+        parse_ask("3:")
+    assert parse_ask("1.5: hi ").t_s == 1.5
+
+
+def test_questions_after_the_end_are_error_lines(tmp_path, tiny, capsys):
+    video = write_video(tmp_path / "v.mp4", 2.0)
+    rc, out, _ = _run([video, "--model", tiny, "--ask", "9:too late"], capsys)
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert rc == 0 and lines[-1]["type"] == "error" and "after the end" in lines[-1]["message"]
+
+
+def test_realtime_paces_to_the_stream_clock(tmp_path, tiny, capsys):
+    """--realtime must not run ahead of the video: 3 s of video take at least ~3 s."""
+    video = write_video(tmp_path / "v.mp4", 3.2)
+    t0 = time.monotonic()
+    rc, out, _ = _run([video, "--model", tiny, "--realtime"], capsys)
+    assert rc == 0 and [json.loads(x)["t"] for x in out.splitlines() if '"step"' in x] == [1.0, 2.0, 3.0]
+    assert time.monotonic() - t0 >= 2.9
+
+
+@pytest.mark.slow
+def test_preset_offline_builds_the_tiny_model_once(tmp_path, capsys):
+    """`replay --preset offline` needs no --model and no hub: it builds the app's tiny
+    checkpoint into the cache folder the first time (app/presets.py) and uses it."""
+    from app.config import build_config
+    from app.replay import main
+    video = write_video(tmp_path / "v.mp4", 3.0)
+    cfg = build_config({"app": {"preset": "offline"}, "engine": {"device": "cpu"}})
+    assert main(cfg, str(video), [], None, False, False, cache_dir=tmp_path / "cache") == 0
+    assert (tmp_path / "cache" / "offline" / "aura-tiny" / "model.safetensors").is_file()
+    out = capsys.readouterr().out
+    assert [json.loads(x)["type"] for x in out.splitlines()][:2] == ["step", "step"]

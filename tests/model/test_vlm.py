@@ -1,0 +1,67 @@
+"""Loading (issue 2 item 1): the real loader on the tiny checkpoint, one-line errors,
+backend choice."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from model.reference import ReferenceBackend
+from model.vlm import AuraModel, ModelLoadError, choose_backend, context_budget
+from tests.model.conftest import engine_cfg
+
+
+def test_tiny_checkpoint_loads_on_cpu_in_fp32(tiny_model):
+    """dtype/device 'auto' on a CPU box: fp32 on the CPU, reference backend."""
+    assert tiny_model.device == "cpu" and tiny_model.hf.dtype == torch.float32
+    assert isinstance(tiny_model.backend, ReferenceBackend)
+    assert tiny_model.tokenizer.convert_ids_to_tokens(tiny_model.specials.silent) == "<|silent|>"
+
+
+def test_missing_directory_is_one_line(tmp_path):
+    with pytest.raises(ModelLoadError) as e:
+        AuraModel.load(engine_cfg(tmp_path / "nope"))
+    assert str(e.value) == f"engine.model: no such model directory: {tmp_path / 'nope'}"
+
+
+def test_failed_download_names_the_model_and_suggests_offline(monkeypatch, tmp_path):
+    """No hub access (forced offline here, so nothing touches the network): the message
+    names the model and points at --preset offline, in one line."""
+    import huggingface_hub.constants as hub
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError) as e:
+        AuraModel.load(engine_cfg("aura-live-tests/no-such-model"))
+    msg = str(e.value)
+    assert "\n" not in msg and "aura-live-tests/no-such-model" in msg and "--preset offline" in msg
+
+
+def test_tokenizer_without_silent_is_refused(tiny_dir, tmp_path):
+    """A plain Qwen3-VL checkpoint (no <|silent|>) must not load as AURA."""
+    broken = tmp_path / "no-silent"
+    shutil.copytree(tiny_dir, broken)
+    tok = json.loads((broken / "tokenizer.json").read_text())
+    for added in tok["added_tokens"]:
+        if added["content"] == "<|silent|>":
+            added["content"] = "<|quiet|>"
+    (broken / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ModelLoadError, match=r"no <\|silent\|> token") as e:
+        AuraModel.load(engine_cfg(broken))
+    assert "\n" not in str(e.value)
+
+
+def test_backend_choice(tiny_model):
+    """auto on the CPU is the reference backend; 'fast' needs CUDA and says so."""
+    cfg = tiny_model.cfg
+    assert isinstance(choose_backend("auto", tiny_model.hf, "cpu", context_budget(cfg)), ReferenceBackend)
+    assert isinstance(choose_backend("reference", tiny_model.hf, "cpu", 1), ReferenceBackend)
+    with pytest.raises(ModelLoadError, match="needs a CUDA device"):
+        choose_backend("fast", tiny_model.hf, "cpu", 1)
+    assert context_budget(cfg) > 0
+
+
+def test_split_device_is_refused_clearly(tiny_dir):
+    with pytest.raises(ModelLoadError, match="one device"):
+        AuraModel.load(engine_cfg(tiny_dir, device="cuda:0,cuda:1"))

@@ -1,0 +1,187 @@
+"""The browser app: Gradio layout and wiring only (no decisions here).
+
+Contract: ``build_ui(manager, config, banner, handler_cls, review_builder)`` returns a
+``gr.Blocks`` with a Live tab (webcam + mic over WebRTC, live captions, status and
+latency, typed questions, controls, presenter view) and a Review tab. Each browser
+connection is its own session (``SessionManager``); the page finds its session through
+its WebRTC connection id, so no tab can drive another's session. ``launch_ui`` starts the
+server with the configured host/port/auth/TLS. All text shown comes from ui/view.py,
+which escapes it.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Callable
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+REFRESH_S = 0.25
+
+# Shown when the page cannot use camera/microphone (plain HTTP on a LAN address, no API,
+# or permission denied). Text only: it is set with textContent.
+HEAD_JS = """
+<script>
+(function () {
+  function banner(text) {
+    if (document.getElementById('aura-access-banner')) return;
+    var d = document.createElement('div');
+    d.id = 'aura-access-banner';
+    d.setAttribute('role', 'alert');
+    d.textContent = text;
+    document.body.prepend(d);
+  }
+  window.addEventListener('load', function () {
+    if (!window.isSecureContext || !navigator.mediaDevices) {
+      banner('Camera and microphone are blocked: browsers allow them only on https:// pages or on ' +
+             'http://localhost. Start AURA Live with --ssl-certfile and --ssl-keyfile, or reach it ' +
+             'through an SSH tunnel to localhost.');
+      return;
+    }
+    if (navigator.permissions && navigator.permissions.query) {
+      ['camera', 'microphone'].forEach(function (name) {
+        navigator.permissions.query({name: name}).then(function (p) {
+          function check() {
+            if (p.state === 'denied') {
+              banner('Access to the ' + name + ' is denied for this site. Allow it in the browser\\'s ' +
+                     'site settings (the icon left of the address), then reload the page.');
+            }
+          }
+          check(); p.onchange = check;
+        }).catch(function () {});
+      });
+    }
+  });
+})();
+</script>
+"""
+
+
+def _css() -> str:
+    return (ASSETS / "app.css").read_text(encoding="utf-8")
+
+
+def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
+             review_builder: Callable[[], None] | None = None) -> Any:
+    import gradio as gr
+    from fastrtc import WebRTC
+    from ui.view import render_captions, render_status
+
+    def lookup(webrtc_id: Any):
+        handler = webrtc.handlers.get(webrtc_id) if isinstance(webrtc_id, str) else None
+        session_id = getattr(handler, "session_id", None)
+        return manager.get(session_id), handler
+
+    def refresh(webrtc_id, presenter, seen):
+        found, handler = lookup(webrtc_id)
+        if found is None:
+            if getattr(handler, "refused", False) or (webrtc_id and manager.count >= manager.max_sessions):
+                msg = (f"All {manager.max_sessions} sessions are in use right now; please try again "
+                       "later. Nobody else can see or join your session.")
+                return (f"<div class='aura-captions'><div class='aura-busy'>{html.escape(msg)}</div></div>",
+                        "", "busy")
+            key = "idle"
+            if seen == key:
+                return gr.skip(), gr.skip(), gr.skip()
+            return (render_captions_idle(), "<div class='aura-statusbar'>Press the record button to "
+                    "start: the assistant watches and listens while the stream runs.</div>", key)
+        session, view = found
+        state = view.state()
+        key = f"{session.session_id}:{state.version}:{bool(presenter)}"
+        if key == seen:
+            return gr.skip(), gr.skip(), gr.skip()
+        return render_captions(state, presenter=bool(presenter)), render_status(state), key
+
+    def control(name):
+        def fn(webrtc_id, value):
+            found, _ = lookup(webrtc_id)
+            if found is not None:
+                found[0].set_option(name, bool(value))
+        return fn
+
+    def ask(webrtc_id, text):
+        found, _ = lookup(webrtc_id)
+        text = (text or "").strip()
+        if found is None:
+            gr.Warning("Start the stream first (the record button on the video).")
+            return text
+        if text:
+            found[0].ask(text[:2000])
+        return ""
+
+    def reset(webrtc_id):
+        found, _ = lookup(webrtc_id)
+        if found is not None:
+            found[0].reset()
+
+    def talk(webrtc_id, label):
+        found, _ = lookup(webrtc_id)
+        if found is None:
+            return "🎙 Talk"
+        pressed = label.startswith("🎙")
+        found[0].push_to_talk(pressed)
+        return "⏹ Done talking" if pressed else "🎙 Talk"
+
+    app_cfg = config.app
+    with gr.Blocks(title="AURA Live", css=_css(), head=HEAD_JS, analytics_enabled=False) as demo:
+        gr.HTML("<h1 class='aura-title'>AURA Live</h1><p class='aura-sub'>A live assistant that watches "
+                "your camera, listens, answers out loud, and speaks up when something you asked about "
+                "happens.</p>")
+        if banner:
+            gr.HTML(f"<div class='aura-banner'>{html.escape(banner)}</div>")
+        with gr.Tab("Live"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    webrtc = WebRTC(label="Camera and microphone", modality="audio-video",
+                                    mode="send-receive", mirror_webcam=True, full_screen=False,
+                                    elem_id="aura-webrtc")
+                with gr.Column(scale=2):
+                    captions = gr.HTML(render_captions_idle(), elem_id="aura-captions")
+                    status = gr.HTML("", elem_id="aura-status")
+            with gr.Row():
+                question = gr.Textbox(placeholder="Type a question and press Enter", show_label=False,
+                                      scale=5, max_length=2000, elem_id="aura-ask")
+                send = gr.Button("Ask", scale=1)
+            with gr.Row():
+                hands_free = gr.Checkbox(app_cfg.hands_free, label="Hands-free (voice detection)")
+                proactive = gr.Checkbox(app_cfg.proactive, label="Proactive remarks")
+                voice = gr.Checkbox(app_cfg.voice, label="Spoken replies")
+                presenter = gr.Checkbox(False, label="Presenter view (large captions)")
+            with gr.Row():
+                talk_btn = gr.Button("🎙 Talk", elem_id="aura-talk")
+                reset_btn = gr.Button("Reset context")
+            gr.HTML("<p class='aura-help'>Hands-free: just talk; talking over the assistant interrupts "
+                    "it. Push-to-talk: untick hands-free, press Talk, speak, press Done. On phones "
+                    "use the camera button on the video to switch front/rear cameras.</p>")
+            seen = gr.State("")
+        if review_builder is not None:
+            with gr.Tab("Review"):
+                review_builder()
+
+        webrtc.stream(fn=handler_cls(), inputs=[webrtc], outputs=[webrtc],
+                      concurrency_limit=app_cfg.max_sessions, time_limit=None)
+        timer = gr.Timer(REFRESH_S)
+        timer.tick(refresh, inputs=[webrtc, presenter, seen], outputs=[captions, status, seen],
+                   show_progress="hidden", queue=False)
+        for box, name in ((hands_free, "hands_free"), (proactive, "proactive"), (voice, "voice")):
+            box.change(control(name), inputs=[webrtc, box], outputs=None, queue=False)
+        question.submit(ask, inputs=[webrtc, question], outputs=[question], queue=False)
+        send.click(ask, inputs=[webrtc, question], outputs=[question], queue=False)
+        reset_btn.click(reset, inputs=[webrtc], outputs=None, queue=False)
+        talk_btn.click(talk, inputs=[webrtc, talk_btn], outputs=[talk_btn], queue=False)
+    return demo
+
+
+def render_captions_idle() -> str:
+    return ("<div class='aura-captions'><div class='aura-cap aura-empty'>Captions appear here: what you "
+            "say and what AURA answers.</div></div>")
+
+
+def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None) -> None:
+    """Serve until interrupted (blocks)."""
+    app = config.app
+    auth = tuple(app.auth.split(":", 1)) if app.auth else None
+    demo.queue(default_concurrency_limit=None)
+    demo.launch(server_name=app.host, server_port=app.port, share=app.share, auth=auth,
+                ssl_certfile=app.ssl_certfile or None, ssl_keyfile=app.ssl_keyfile or None,
+                ssl_verify=False if app.ssl_certfile else True, show_api=False,
+                allowed_paths=allowed_paths or [], inbrowser=False)
