@@ -37,3 +37,14 @@ def test_unprepared_grid_goes_through_hf():
     e, ds = fv.encode(pix, (1, 4, 4))
     e_ref, _ = hf_video_features(model.model, pix, (1, 4, 4))
     assert torch.equal(e, e_ref) and len(ds) == 2
+
+
+def test_auto_prepare_builds_a_plan_on_first_use():
+    """Guards the engine's setting: a new frame size gets its own fixed-grid plan once."""
+    model = build_qwen3vl(tiny_config(), dtype=torch.float32, device="cpu", seed=3)
+    fv = FastVision(model, [], auto_prepare=True)
+    pix = torch.randn(4 * 6, 3 * 2 * 16 * 16)
+    e, _ = fv.encode(pix, (1, 4, 6))
+    assert (1, 4, 6) in fv.plans
+    e_ref, _ = hf_video_features(model.model, pix, (1, 4, 6))
+    assert (e - e_ref).abs().max().item() <= 1e-5
