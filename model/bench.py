@@ -236,6 +236,16 @@ class Bench:
             r.update(chunk_step_p50_ms=st["chunk_step_p50_ms"], chunk_step_p99_ms=st["chunk_step_p99_ms"],
                      chunk_step_max_ms=st["chunk_step_max_ms"], question_ttft_ms=st["question_ttft_p50_ms"])
 
+    def engine(self) -> None:
+        from model.fast_engine_bench import run_engine_stream
+        r = run_engine_stream(self.model, self.fast, self.vision, minutes=self.args.minutes,
+                              idle_budget_ms=self.args.idle_budget_ms)
+        self.res["engine"] = r
+        self.res.update(engine_chunk_step_p50_ms=r["chunk_step_p50_ms"], engine_chunk_step_p99_ms=r["chunk_step_p99_ms"],
+                        engine_chunk_step_max_ms=r["chunk_step_max_ms"], engine_question_ttft_ms=r["question_ttft_p50_ms"])
+        if self.dev.type == "cuda":
+            self.res["peak_mem_gb"] = round(self.torch.cuda.max_memory_allocated() / 1e9, 2)
+
     def decode(self) -> None:
         torch = self.torch
         f = self.fast
@@ -308,6 +318,9 @@ class Bench:
                 ("chunk step p50, turn ends folded", r.get("chunk_step_folded_p50_ms"), r.get("baseline_chunk_step_p50_ms"), 25),
                 ("chunk step p99, turn ends folded", r.get("chunk_step_folded_p99_ms"), None, 50),
                 ("question TTFT ms", r.get("question_ttft_ms"), None, 40),
+                ("engine AuraSession: chunk step p50", r.get("engine_chunk_step_p50_ms"), r.get("baseline_chunk_step_p50_ms"), 25),
+                ("engine AuraSession: chunk step p99", r.get("engine_chunk_step_p99_ms"), None, 50),
+                ("engine AuraSession: question TTFT", r.get("engine_question_ttft_ms"), None, 40),
                 ("cut step max ms (base: recompute)", max((r.get("stream") or {}).get("silent_cut_step_ms") or [0]) or None,
                  (r.get("baseline") or {}).get("window_cut_recompute_ms"), None),
                 ("HBM floor ms/token", r.get("hbm_floor_ms_per_token"), None, None),
@@ -355,7 +368,7 @@ def main(argv=None) -> int:
     plan = [("env", b.env), ("build", b.build), ("hbm", b.hbm)]
     plan += [] if args.skip_baseline else [("baseline", b.baseline)]
     plan += [("setup", b.setup), ("kernel_check", b.kernel_check), ("agreement", b.agreement),
-             ("stream", b.stream), ("stream_folded", lambda: b.stream(fold=True)),
+             ("stream", b.stream), ("stream_folded", lambda: b.stream(fold=True)), ("engine", b.engine),
              ("decode", b.decode), ("vision", b.vision_timing)]
     plan += [("micro", b.micro)] if args.micro else []
     for name, fn in plan:

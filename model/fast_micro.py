@@ -20,6 +20,8 @@ from model.fast_torch import Meta
 from model.fast_triton import TritonOps
 
 CTX = 15360
+GEMV_SWEEP = ((8, 1024, 8, 3), (16, 512, 4, 4), (32, 512, 8, 3), (8, 2048, 8, 2), (16, 1024, 8, 4),
+              (4, 1024, 4, 3), (64, 256, 8, 3))
 DECODE_SWEEP = [dict(decode_splits=s, decode_block_n=bn, decode_warps=w, decode_stages=st)
                 for s, bn, w, st in ((32, 64, 4, 2), (32, 64, 4, 3), (32, 128, 4, 2), (16, 128, 4, 3),
                                      (64, 64, 4, 3), (64, 64, 2, 2), (64, 128, 4, 2), (128, 64, 4, 2))]
@@ -101,8 +103,13 @@ def run_micro(backend, vision) -> dict:
         y = torch.empty(1, n, device=dev, dtype=dt)
         cub = _graph_ms(lambda i: torch.mm(x, ws[i].t(), out=y), nl)
         tri = _graph_ms(lambda i: gemv(x, ws[i], y, meta_dev=meta_dev), nl)
-        res["gemv"].append({"weight": name, "n": n, "k": k, "cublas_ms": cub, "triton_ms": tri,
-                            "cublas_tb_per_s": n * k * 2 / cub / 1e9, "triton_tb_per_s": n * k * 2 / tri / 1e9})
+        row = {"weight": name, "n": n, "k": k, "cublas_ms": cub, "triton_ms": tri,
+               "cublas_tb_per_s": n * k * 2 / cub / 1e9, "triton_tb_per_s": n * k * 2 / tri / 1e9}
+        for bn, bk, w, st in GEMV_SWEEP:
+            t = _graph_ms(lambda i: gemv(x, ws[i], y, meta_dev=meta_dev, block_n=bn, block_k=bk,
+                                         num_warps=w, num_stages=st), nl)
+            row[f"triton_{bn}x{bk}_w{w}_s{st}_ms"] = t
+        res["gemv"].append(row)
     res["decode_step_fused_ms"] = _step_ms(backend, 1, 1, CTX, small=True)
     res["decode_step_cublas_ms"] = _step_ms(backend, 1, 1, CTX, small=False)
     res["turn_end_step_fused_ms"] = _step_ms(backend, 4, 3, CTX, small=True)

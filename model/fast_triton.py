@@ -271,15 +271,17 @@ class TritonOps:
     """Kernel launchers; see ``model.fast_torch.TorchOps`` for the meaning of each op.
 
     Attention settings are per kind of append: ``decode_*`` when the packed query rows
-    (rows x heads per KV head) fit one 16-row tile (1-4 tokens), ``prefill_*`` otherwise."""
+    (rows x heads per KV head) fit one 16-row tile (1-4 tokens), ``prefill_*`` otherwise.
+    Defaults: the fastest settings of the in-graph sweep on an H100 (docs/gpu.md, run 2).
+    ``small_rows`` > 0 sends appends of that many rows or fewer through the fused Triton
+    GEMVs (model/fast_gemv.py); off by default: inside a CUDA graph cuBLAS streamed the
+    decode weights faster on the H100 (decode step 7.23 ms against 8.17 ms)."""
 
-    small_rows = 4
-
-    def __init__(self, *, decode_splits: int = 32, decode_block_n: int = 64, decode_warps: int = 4,
-                 decode_stages: int = 2, prefill_splits: int = 4, prefill_block_m: int = 64,
-                 prefill_block_n: int = 64, prefill_warps: int = 4, prefill_stages: int = 2,
+    def __init__(self, *, decode_splits: int = 16, decode_block_n: int = 128, decode_warps: int = 4,
+                 decode_stages: int = 3, prefill_splits: int = 8, prefill_block_m: int = 128,
+                 prefill_block_n: int = 64, prefill_warps: int = 8, prefill_stages: int = 3,
                  gemv_block_n: int = 16, gemv_block_k: int = 1024, gemv_warps: int = 8,
-                 gemv_stages: int = 3, small_rows: int = 4):
+                 gemv_stages: int = 3, small_rows: int = 0):
         self.decode_splits, self.decode_block_n = decode_splits, decode_block_n
         self.decode_warps, self.decode_stages = decode_warps, decode_stages
         self.prefill_splits, self.prefill_block_m = prefill_splits, prefill_block_m
