@@ -256,7 +256,8 @@ class FastBackend:
         ops.norm_linear_last(h, self.w_final, self.w_lm, eps, b.logits32, meta)
 
     def _forward_rows(self, rows: int, has_ds: bool, meta: Meta) -> None:
-        """Many rows (chunks): cuBLAS GEMMs between fused norm / rope / attention kernels."""
+        """The default path: GEMMs (cuBLAS; one-row GEMVs per ``ops.linear``) between fused
+        norm / rope / attention kernels: 10 launches a layer."""
         b, ops, nl = self.buf, self.ops, len(self.layers)
         h, xn, delta = b.h[:rows], b.xn[:rows], b.delta[:rows]
         qkv, q, attn = b.qkv[:rows], b.q[:rows], b.attn[:rows]
@@ -265,15 +266,15 @@ class FastBackend:
             ds = b.ds[i - 1, :rows] if has_ds and 1 <= i <= self.n_ds else None
             ops.add_rmsnorm(b.emb[:rows] if i == 0 else h, None if i == 0 else delta, ds,
                             ly.w_in, self.eps, h, xn, meta)
-            torch.mm(xn, ly.w_qkv.t(), out=qkv)
+            ops.linear(xn, ly.w_qkv, qkv, meta)
             ops.qk_rope_store(qkv, b.cos[:rows], b.sin[:rows], ly.q_norm, ly.k_norm, self.eps,
                               q, self.k_arena[i], self.v_arena[i], meta)
             ops.attention(q, self.k_arena[i], self.v_arena[i], meta, attn, b)
-            torch.mm(attn, ly.w_o.t(), out=delta)
+            ops.linear(attn, ly.w_o, delta, meta)
             ops.add_rmsnorm(h, delta, None, ly.w_post, self.eps, h, xn, meta)
-            torch.mm(xn, ly.w_gu.t(), out=gu)
+            ops.linear(xn, ly.w_gu, gu, meta)
             ops.silu_mul(gu, act)
-            torch.mm(act, ly.w_down.t(), out=delta)
+            ops.linear(act, ly.w_down, delta, meta)
         ds = b.ds[nl - 1, :rows] if has_ds and self.n_ds >= nl else None
         ops.add_rmsnorm_last(h, delta, ds, self.w_final, self.eps, b.xn_last, meta)
         torch.mm(b.xn_last, self.w_lm.t(), out=b.logits)

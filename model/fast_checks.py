@@ -147,6 +147,12 @@ def _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, width, dtype
         o.norm_linear(h0, nw, w_up, 1e-6, out, meta)
         return out
     res[f"norm_linear {tag}"] = (_err(*reversed(both(norm_linear))), tol)
+
+    def linear(o):
+        out = torch.empty(rows, 2 * inter, dtype=dtype, device=device)
+        o.linear(h0, w_up, out, meta)
+        return out
+    res[f"linear {tag}"] = (_err(*reversed(both(linear))), tol)
     for extra in (None, ds):
         def lin_res(o, extra=extra):
             h = h0.clone()

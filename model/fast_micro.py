@@ -5,7 +5,8 @@ replays), so launch overhead is out and back-to-back kernels behave as in the re
 * attention over 15,360 cached tokens for decode (1 row) and for a chunk (316 rows), 36
   calls on the 36 layers' caches per graph, over a sweep of split/tile/warp/stage settings;
 * the decode GEMVs per weight shape (36 layers' weights): cuBLAS vs the fused Triton GEMV;
-* one whole decode step (15,360 tokens) through the fused-GEMV path and the cuBLAS path;
+* one whole decode step (15,360 tokens): the default path, the same with cuBLAS for every
+  projection, and the fused-GEMV path;
 * one whole 316-row chunk forward at 0 and at 15,000 cached tokens;
 * the vision encoder graph alone.
 Returns a JSON-ready dict. It overwrites cache slot 0 of ``backend``: run it last.
@@ -111,7 +112,11 @@ def run_micro(backend, vision) -> dict:
             row[f"triton_{bn}x{bk}_w{w}_s{st}_ms"] = t
         res["gemv"].append(row)
     res["decode_step_fused_ms"] = _step_ms(backend, 1, 1, CTX, small=True)
+    res["decode_step_default_ms"] = _step_ms(backend, 1, 1, CTX, small=False)
+    was = getattr(backend.ops, "gemv_m1", False)
+    backend.ops.gemv_m1 = False
     res["decode_step_cublas_ms"] = _step_ms(backend, 1, 1, CTX, small=False)
+    backend.ops.gemv_m1 = was
     res["turn_end_step_fused_ms"] = _step_ms(backend, 4, 3, CTX, small=True)
     res["chunk_forward_ms_ctx0"] = _step_ms(backend, 320, 316, 0, small=False)
     res["chunk_forward_ms_ctx15000"] = _step_ms(backend, 320, 316, 15000, small=False)

@@ -57,6 +57,9 @@ class TorchOps:
     def __init__(self, small_rows: int = 0):
         self.small_rows = small_rows
 
+    def linear(self, x, w, out, meta):
+        torch.mm(x, w.t(), out=out)
+
     def add_rmsnorm(self, h_in, delta, ds, w, eps, h_out, xn, meta):
         h = h_in if delta is None else h_in + delta
         if ds is not None:

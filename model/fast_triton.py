@@ -272,7 +272,7 @@ class TritonOps:
 
     Attention settings are per kind of append: ``decode_*`` when the packed query rows
     (rows x heads per KV head) fit one 16-row tile (1-4 tokens), ``prefill_*`` otherwise.
-    Defaults: the fastest settings of the in-graph sweep on an H100 (docs/gpu.md, run 2).
+    Defaults: the fastest settings of the in-graph sweeps on an H100 (docs/gpu.md, runs 2-3).
     ``small_rows`` > 0 sends appends of that many rows or fewer through the fused Triton
     GEMVs (model/fast_gemv.py); off by default: inside a CUDA graph cuBLAS streamed the
     decode weights faster on the H100 (decode step 7.23 ms against 8.17 ms)."""
@@ -281,7 +281,7 @@ class TritonOps:
                  decode_stages: int = 3, prefill_splits: int = 8, prefill_block_m: int = 128,
                  prefill_block_n: int = 64, prefill_warps: int = 8, prefill_stages: int = 3,
                  gemv_block_n: int = 16, gemv_block_k: int = 1024, gemv_warps: int = 8,
-                 gemv_stages: int = 3, small_rows: int = 0):
+                 gemv_stages: int = 3, small_rows: int = 0, gemv_m1: bool = True):
         self.decode_splits, self.decode_block_n = decode_splits, decode_block_n
         self.decode_warps, self.decode_stages = decode_warps, decode_stages
         self.prefill_splits, self.prefill_block_m = prefill_splits, prefill_block_m
@@ -289,6 +289,7 @@ class TritonOps:
         self.gemv_block_n, self.gemv_block_k = gemv_block_n, gemv_block_k
         self.gemv_warps, self.gemv_stages = gemv_warps, gemv_stages
         self.small_rows = small_rows
+        self.gemv_m1 = gemv_m1
         # the Triton interpreter (CPU tests) multiplies raw bits in a bf16 tl.dot: upcast there;
         # on a GPU a float32 dot would default to tf32, so float32 models ask for IEEE
         self.upcast_dot = os.environ.get("TRITON_INTERPRET") == "1"
@@ -328,6 +329,8 @@ class TritonOps:
         else:
             bm, bn = self.prefill_block_m, self.prefill_block_n
             nw, ns = self.prefill_warps, self.prefill_stages
+        if q.dtype == torch.float32:          # float32 tiles are twice as big: fit shared memory
+            bm, bn, ns = min(bm, 64), min(bn, 64), min(ns, 2)
         nsplit = self.attention_splits(rows, g)
         op, mp, lp = work.attention_partials(nsplit, rows * hq, d)
         grid = (hkv, triton.cdiv(rows * g, bm), nsplit)
@@ -349,6 +352,15 @@ class TritonOps:
     @staticmethod
     def vision_rope(qkv, cos, sin, n_heads):
         return vision_rope(qkv, cos, sin, n_heads)
+
+    def linear(self, x, w, out, meta):
+        """``out = x @ w.T``: one-row products with K <= 4096 through the Triton GEMV with
+        4-row weight tiles (in-graph on the H100, 7-10% faster than cuBLAS for the q/k/v,
+        o and gate/up weights; not for down, K = 12288), everything else through cuBLAS."""
+        if self.gemv_m1 and x.shape[0] == 1 and w.shape[1] <= 4096:
+            gemv(x, w, out, meta_dev=meta.dev, block_n=4, block_k=1024, num_warps=4, num_stages=3)
+        else:
+            torch.mm(x, w.t(), out=out)
 
     # ---- fused GEMV steps of the small-row path (model.fast_gemv)
     def _gemv(self, x, w, out, meta, **kw):
