@@ -35,7 +35,8 @@ DEFAULT_CONFIG = next((d / "bench" / "qwen3vl8b_config.json" for d in _CONFIG_SP
 GRID = (1, 30, 40)                      # 2 frames at 640x480, patch 16 -> 300 tokens after merge
 
 
-def _pct(values, q):
+def pct(values, q):
+    """The q-quantile (nearest rank) of ``values``; None when empty."""
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else None
 
@@ -117,8 +118,8 @@ class Bench:
 
     def hbm(self) -> None:
         torch = self.torch
-        if self.dev.type != "cuda":
-            self.res["hbm_tb_per_s"] = None
+        if self.dev.type != "cuda":          # no device memory to measure: keys stay, null
+            self.res.update(hbm_tb_per_s=None, hbm_floor_ms_per_token=None, peak_mem_gb=None)
             return
         a = torch.randn(int(2e9) // 2, dtype=torch.bfloat16, device=self.dev)
         b = torch.empty_like(a)
@@ -189,14 +190,16 @@ class Bench:
                           grid=GRID, fold_turn_end=fold)
         steps = []
         n = int(self.args.minutes * 60)
-        for k in range(n):
-            q = list(range(2000, 2012)) if k % 30 == 15 else None
-            s = h.step(self.pixels(k), q)
-            s["idle_ms"] = h.idle(self.args.idle_budget_ms)
-            if self.dev.type == "cuda":
-                s["mem_gb"] = torch.cuda.memory_allocated() / 1e9
-            steps.append(s)
-        h.close()
+        try:
+            for k in range(n):
+                q = list(range(2000, 2012)) if k % 30 == 15 else None
+                s = h.step(self.pixels(k), q)
+                s["idle_ms"] = h.idle(self.args.idle_budget_ms)
+                if self.dev.type == "cuda":
+                    s["mem_gb"] = torch.cuda.memory_allocated() / 1e9
+                steps.append(s)
+        finally:
+            h.close()
         silent = [s for s in steps if s["kind"] == "silent"]
         chunk = [s["ms"] for s in silent]
         ttft = [s["ttft_ms"] for s in steps if s["kind"] == "question"]
@@ -204,21 +207,21 @@ class Bench:
         half = len(steps) // 2
         st = {"mode": "folded turn ends" if fold else "strict", "chunks": n, "silent_steps": len(chunk),
               "question_steps": len(ttft), "cuts": h.cuts,
-              "chunk_step_p50_ms": _pct(chunk, 0.5), "chunk_step_p90_ms": _pct(chunk, 0.9),
-              "chunk_step_p99_ms": _pct(chunk, 0.99), "chunk_step_max_ms": max(chunk),
-              "decision_p50_ms": _pct([s["decision_ms"] for s in silent], 0.5),
-              "chunk_step_first_half_p50_ms": _pct(chunk[:half], 0.5),
-              "chunk_step_second_half_p50_ms": _pct(chunk[half:], 0.5),
+              "chunk_step_p50_ms": pct(chunk, 0.5), "chunk_step_p90_ms": pct(chunk, 0.9),
+              "chunk_step_p99_ms": pct(chunk, 0.99), "chunk_step_max_ms": max(chunk),
+              "decision_p50_ms": pct([s["decision_ms"] for s in silent], 0.5),
+              "chunk_step_first_half_p50_ms": pct(chunk[:half], 0.5),
+              "chunk_step_second_half_p50_ms": pct(chunk[half:], 0.5),
               "silent_cut_step_ms": [round(s["ms"], 2) for s in silent if s["cut"]],
               "cut_late_ms_max": max(s["cut_late_ms"] for s in steps),
-              "question_ttft_p50_ms": _pct(ttft, 0.5) if ttft else None,
+              "question_ttft_p50_ms": pct(ttft, 0.5) if ttft else None,
               "question_ttft_max_ms": max(ttft) if ttft else None,
               "question_at_cut_ttft_ms": [round(s["ttft_ms"], 2) for s in steps if s["cut"] and s["kind"] == "question"],
-              "reply_decode_ms_per_token_p50": _pct(dec, 0.5),
+              "reply_decode_ms_per_token_p50": pct(dec, 0.5),
               "idle_ms_max": max(s["idle_ms"] for s in steps),
               "step_plus_idle_ms_max": max(s["ms"] + s["idle_ms"] for s in steps),
               "context_tokens_max": max(s["context"] for s in steps),
-              "context_tokens_p50": _pct([s["context"] for s in steps], 0.5),
+              "context_tokens_p50": pct([s["context"] for s in steps], 0.5),
               "p_silent_first_chunks": [round(s["p_silent"], 6) for s in steps[:3]],
               "step_ms": [round(s["ms"], 2) for s in steps]}
         if self.dev.type == "cuda":
@@ -247,7 +250,6 @@ class Bench:
             self.res["peak_mem_gb"] = round(self.torch.cuda.max_memory_allocated() / 1e9, 2)
 
     def decode(self) -> None:
-        torch = self.torch
         f = self.fast
         emb_w = self.model.model.language_model.embed_tokens.weight.detach()
         out = []
@@ -255,37 +257,44 @@ class Bench:
             if ctx + self.args.decode_tokens + 8 > f.max_tokens:
                 continue
             c = f.new_cache()
-            g = torch.Generator().manual_seed(ctx)
-            while f.length(c) < ctx:
-                n = min(512, ctx - f.length(c))
-                e = (torch.randn(n, f.hidden, generator=g) * 0.02).to(self.dev, self.dtype)
-                p = torch.arange(f.length(c), f.length(c) + n).expand(3, n)
-                logits = f.append(c, e, p)
-            tok, times = int(logits.argmax()), []
-            for j in range(self.args.decode_tokens):
-                self.sync()
-                t = time.perf_counter()
-                logits = f.append(c, emb_w[tok][None], torch.full((3, 1), ctx + j))
-                tok = int(logits.argmax())
-                times.append((time.perf_counter() - t) * 1e3)
-            row = {"context_tokens": ctx, "ms_per_token_p50": _pct(times, 0.5), "ms_per_token_mean": sum(times) / len(times)}
-            if f.use_graphs:
-                g1 = f._graphs[(1, False)]
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                for _ in range(50):
-                    g1.replay()
-                b.record()
-                self.sync()
-                row["graph_replay_ms"] = a.elapsed_time(b) / 50
-                if getattr(self, "bw", None):
-                    floor = (self.lm_bytes + ctx * self.kv_bytes_per_token) / self.bw * 1e3
-                    row.update(floor_ms=floor, graph_vs_floor=row["graph_replay_ms"] / floor)
-            out.append(row)
-            f.release(c)
+            try:
+                out.append(self._decode_at(c, ctx, emb_w))
+            finally:
+                f.release(c)
         self.res["decode"] = out
         self.res["decode_ms_per_token"] = out[0]["ms_per_token_p50"] if out else None
         self.res["decode_context_tokens"] = out[0]["context_tokens"] if out else None
+
+    def _decode_at(self, c, ctx, emb_w) -> dict:
+        """Fill cache ``c`` to ``ctx`` tokens, then time greedy decode as an engine runs it."""
+        torch, f = self.torch, self.fast
+        g = torch.Generator().manual_seed(ctx)
+        while f.length(c) < ctx:
+            n = min(512, ctx - f.length(c))
+            e = (torch.randn(n, f.hidden, generator=g) * 0.02).to(self.dev, self.dtype)
+            p = torch.arange(f.length(c), f.length(c) + n).expand(3, n)
+            logits = f.append(c, e, p)
+        tok, times = int(logits.argmax()), []
+        for j in range(self.args.decode_tokens):
+            self.sync()
+            t = time.perf_counter()
+            logits = f.append(c, emb_w[tok][None], torch.full((3, 1), ctx + j))
+            tok = int(logits.argmax())
+            times.append((time.perf_counter() - t) * 1e3)
+        row = {"context_tokens": ctx, "ms_per_token_p50": pct(times, 0.5), "ms_per_token_mean": sum(times) / len(times)}
+        if f.use_graphs:
+            g1 = f._graphs[(1, False)]
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(50):
+                g1.replay()
+            b.record()
+            self.sync()
+            row["graph_replay_ms"] = a.elapsed_time(b) / 50
+            if getattr(self, "bw", None):
+                floor = (self.lm_bytes + ctx * self.kv_bytes_per_token) / self.bw * 1e3
+                row.update(floor_ms=floor, graph_vs_floor=row["graph_replay_ms"] / floor)
+        return row
 
     def vision_timing(self) -> None:
         from model.fast_vision import hf_video_features
@@ -300,7 +309,7 @@ class Bench:
                 fn(p)
                 self.sync()
                 times.append((time.perf_counter() - t) * 1e3)
-            res[f"{name}_ms_p50"] = _pct(times[2:], 0.5)
+            res[f"{name}_ms_p50"] = pct(times[2:], 0.5)
         self.res["vision_encode"] = res
 
     def micro(self) -> None:

@@ -31,11 +31,7 @@ import numpy as np
 import torch
 
 from app.events import ReplyStarted, StepDecision, VideoChunk
-
-
-def _pct(values, q):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else None
+from model.bench import pct
 
 
 def run_engine_stream(hf_model, backend, vision, *, minutes: float, idle_budget_ms: float = 600.0,
@@ -92,15 +88,15 @@ def run_engine_stream(hf_model, backend, vision, *, minutes: float, idle_budget_
     chunk = [s["ms"] for s in silent]
     return {"driver": "model.session.AuraSession (engine branch) with FastBackend + FastVision",
             "setup_s": build_s, "chunks": len(steps), "questions": len(ttft),
-            "chunk_step_p50_ms": _pct(chunk, 0.5), "chunk_step_p90_ms": _pct(chunk, 0.9),
-            "chunk_step_p99_ms": _pct(chunk, 0.99), "chunk_step_max_ms": max(chunk),
-            "decision_p50_ms": _pct([s["decision_ms"] for s in silent], 0.5),
-            "pixels_cpu_p50_ms": _pct([s["pixels_ms"] for s in silent], 0.5),
-            "pixels_cpu_p99_ms": _pct([s["pixels_ms"] for s in silent], 0.99),
-            "chunk_step_minus_pixels_p50_ms": _pct([s["ms"] - s["pixels_ms"] for s in silent], 0.5),
+            "chunk_step_p50_ms": pct(chunk, 0.5), "chunk_step_p90_ms": pct(chunk, 0.9),
+            "chunk_step_p99_ms": pct(chunk, 0.99), "chunk_step_max_ms": max(chunk),
+            "decision_p50_ms": pct([s["decision_ms"] for s in silent], 0.5),
+            "pixels_cpu_p50_ms": pct([s["pixels_ms"] for s in silent], 0.5),
+            "pixels_cpu_p99_ms": pct([s["pixels_ms"] for s in silent], 0.99),
+            "chunk_step_minus_pixels_p50_ms": pct([s["ms"] - s["pixels_ms"] for s in silent], 0.5),
             "gc_ms_total_in_steps": sum(s["gc_ms"] for s in steps),
             "steps_with_gc_over_5ms": sum(s["gc_ms"] > 5 for s in steps),
-            "question_ttft_p50_ms": _pct(ttft, 0.5), "question_ttft_max_ms": max(ttft) if ttft else None,
+            "question_ttft_p50_ms": pct(ttft, 0.5), "question_ttft_max_ms": max(ttft) if ttft else None,
             "idle_ms_max": max(s["idle_ms"] for s in steps),
             "step_plus_idle_ms_max": max(s["ms"] + s["idle_ms"] for s in steps),
             "context_tokens_max": max(s["context"] for s in steps),
