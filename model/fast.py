@@ -13,6 +13,9 @@ Design:
 * One KV arena ``(layers, slots, kv_heads, max_tokens, head_dim)`` for K and for V; the
   slot, the cache length and the number of new rows travel in a device tensor, so one
   captured graph serves every cache at every length. Attention reads only live keys.
+* Per layer: fused add+RMSNorm, q/k-norm+RoPE+KV-store, split-K attention and SiLU*up
+  kernels (Triton) between the projections (cuBLAS; one-row products with K <= 4096 go
+  through a Triton GEMV, faster in-graph on an H100: docs/gpu.md).
 * Appends are padded to a bucket size (1, 2, 4, ..., 512 rows); on CUDA each bucket, with
   and without deepstack, is captured once as a CUDA graph at construction (warm-up), so an
   append is a few copies plus one graph replay. Longer appends run in 512-row pieces.
