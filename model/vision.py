@@ -64,6 +64,7 @@ class VisionEncoder:
         self.merge = int(hf_model.config.vision_config.spatial_merge_size)
         self.device = hf_model.device
         self.dtype = hf_model.model.visual.dtype
+        self.fast = None     # model.fast_vision.FastVision (set by the loader with the fast backend)
 
     def pixels(self, frames: tuple[np.ndarray, ...] | list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pixel_values_videos, video_grid_thw)`` for one chunk, on the CPU."""
@@ -89,11 +90,14 @@ class VisionEncoder:
     @torch.inference_mode()
     def encode(self, frames) -> VisionFeatures:
         pix, grid = self.pixels(frames)
+        g = grid[0].tolist()
+        if self.fast is not None:          # same features, one CUDA graph replay
+            embeds, deep = self.fast.encode(pix, g)
+            return VisionFeatures(embeds, tuple(deep), (g[1] // self.merge, g[2] // self.merge))
         out = self.hf.model.get_video_features(pix.to(self.device, self.dtype), grid.to(self.device))
         if hasattr(out, "pooler_output"):
             embeds, deep = out.pooler_output, out.deepstack_features
         else:  # older transformers return (embeds, deepstack)
             embeds, deep = out
-        g = grid[0].tolist()
         return VisionFeatures(_first_tensor(embeds), tuple(_first_tensor(d) for d in deep),
                               (g[1] // self.merge, g[2] // self.merge))

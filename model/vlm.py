@@ -91,7 +91,8 @@ def choose_backend(kind: str, hf_model, device: str, max_tokens: int):
         if kind == "fast":
             raise ModelLoadError(f"engine.backend: the fast backend is not available ({e})") from None
         return ReferenceBackend(hf_model)
-    return FastBackend(hf_model, max_tokens=max_tokens)
+    # a live and a shadow cache for each of app.max_sessions (default 2) sessions
+    return FastBackend(hf_model, max_tokens=max_tokens, pool_size=4)
 
 
 def context_budget(cfg: EngineConfig) -> int:
@@ -143,6 +144,9 @@ class AuraModel:
         hf = hf.to(device).eval()
         model = cls(cfg, hf, tok, vproc, device)
         model.backend = choose_backend(cfg.backend, hf, device, context_budget(cfg))
+        if type(model.backend).__name__ == "FastBackend":
+            from model.fast_vision import FastVision
+            model.vision.fast = FastVision(hf, [], auto_prepare=True)
         say(f"model ready ({type(model.backend).__name__})")
         return model
 

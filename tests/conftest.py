@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
     skip = {"slow": not run_all, "browser": not run_all, "gpu": not (run_all and _cuda_available())}
     for item in items:
         for name, skipped in skip.items():
-            if skipped and name in item.keywords:
+            if skipped and item.get_closest_marker(name) is not None:
                 why = "needs a CUDA GPU" if name == "gpu" else "use --run-all"
                 item.add_marker(pytest.mark.skip(reason=f"{name} test ({why})"))
                 break
