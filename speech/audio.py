@@ -20,6 +20,9 @@ Contract:
   the last partial block.
 * ``read_audio(path)`` reads a sound file as (mono float32, rate) or raises
   ``AudioInputError`` with one readable line; ``write_wav`` writes 16-bit PCM.
+* ``AudioTimeline(capacity_s)`` remembers the last ``capacity_s`` of a 16 kHz signal by
+  stream time: ``write(t_s, pcm)`` / ``read(t_s, n)`` (zeros where nothing was written);
+  local speakers use it to answer "what did I play at time t" for echo suppression.
 * ``ClipMonitor`` counts clipped samples and says (at most every ``every_s``) when the
   input is clipping, for devices to surface as a non-fatal ``ErrorEvent``.
 
@@ -183,6 +186,28 @@ class Reblocker:
             self._n_out += BLOCK_SAMPLES
         self._pending = self._pending[n * BLOCK_SAMPLES:]
         return blocks
+
+
+class AudioTimeline:
+    """A ring of 16 kHz samples addressed by absolute sample index round(t_s * 16000)."""
+
+    def __init__(self, capacity_s: float = 10.0) -> None:
+        self._size = int(capacity_s * SAMPLE_RATE)
+        self._data = np.zeros(self._size, np.float32)
+        self._stamp = np.full(self._size, -1, np.int64)   # absolute index held in each slot
+
+    def write(self, t_s: float, pcm: np.ndarray) -> None:
+        x = np.asarray(pcm, np.float32)[-self._size:]
+        start = int(round(t_s * SAMPLE_RATE))
+        idx = np.arange(start, start + len(x), dtype=np.int64)
+        self._data[idx % self._size] = x
+        self._stamp[idx % self._size] = idx
+
+    def read(self, t_s: float, n: int) -> np.ndarray:
+        start = int(round(t_s * SAMPLE_RATE))
+        idx = np.arange(start, start + int(n), dtype=np.int64)
+        slots = idx % self._size
+        return np.where(self._stamp[slots] == idx, self._data[slots], 0.0).astype(np.float32)
 
 
 class ClipMonitor:

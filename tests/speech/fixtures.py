@@ -119,3 +119,27 @@ def room_echo(played: np.ndarray, delay_ms: float = 60.0, gain: float = 0.35,
     smoothed = out.copy()
     smoothed[1:] = 0.6 * out[1:] + 0.4 * out[:-1]
     return smoothed
+
+
+def room_mix(speaker, delay_ms: float = 60.0, gain: float = 0.35, history_s: float = 0.3):
+    """A ``WavMicrophone(mix=...)`` callable: what the microphone hears of ``speaker`` (any
+    ``PlaybackReference``, e.g. ``WavSpeaker``) through ``room_echo``."""
+    pad = int(history_s * SAMPLE_RATE)
+
+    def mix(t_s: float, n: int) -> np.ndarray:
+        heard = room_echo(speaker.played_audio(t_s - pad / SAMPLE_RATE, n + pad), delay_ms, gain)
+        return heard[-n:]
+    return mix
+
+
+def mic_track(out_dir: Path, duration_s: float, talker: np.ndarray | None = None, talker_at_s: float = 0.0,
+              talker_gain: float = 0.5, name: str = "mic-track", seed: int = 7) -> Path:
+    """A WAV for ``WavMicrophone``: a noise floor, optionally a person talking from ``talker_at_s``."""
+    pcm = noise_floor(int(duration_s * SAMPLE_RATE), seed)
+    if talker is not None:
+        a = int(talker_at_s * SAMPLE_RATE)
+        part = talker[:max(len(pcm) - a, 0)] * talker_gain
+        pcm[a:a + len(part)] += part
+    path = out_dir / f"{name}.wav"
+    write_wav(path, pcm, SAMPLE_RATE)
+    return path
