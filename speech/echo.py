@@ -6,8 +6,10 @@ Through local speakers the microphone hears the assistant. Three layers deal wit
 1. ``EchoSuppressor`` (reference-based, spectral): for each 512-sample mic block it takes
    what the speaker played (``reference(t_s, n)``, e.g. ``WavSpeaker.played_audio``) over
    the same stream time, estimates the echo's delay (correlating log-energy envelopes of
-   mic and reference, up to ``max_delay_s``) and per-band echo gain (tracked during
-   echo-only frames, frozen during double talk), predicts the echo's power spectrum
+   mic and reference, from ``-lookahead_s`` to ``max_delay_s``: device timestamps are
+   approximate) and per-band echo gain (tracked during
+   echo-only frames once the delay is known, frozen during double talk; until then a
+   conservative +6 dB), predicts the echo's power spectrum
    (with a reverberation tail) and attenuates bands the echo explains (over-subtraction,
    floor -40 dB). Output is resynthesised by overlap-add (sqrt-Hann, 1024/512), so it
    lags one block: the cleaned block carries ``t_s`` of the previous input block, and
@@ -65,13 +67,17 @@ def _band_index(n_bins: int = _FRAME // 2 + 1, n_bands: int = 24) -> np.ndarray:
 class EchoSuppressor:
     """Spectral echo suppression against a playback reference (see the module docstring)."""
 
-    def __init__(self, reference: Reference, max_delay_s: float = 0.5, over_subtract: float = 4.0,
+    def __init__(self, reference: Reference, max_delay_s: float = 0.5, lookahead_s: float = 0.064,
+                 over_subtract: float = 4.0,
                  floor: float = 0.01, reverb_decay: float = 0.6, initial_gain: float = 4.0) -> None:
         self.reference = reference
         self.initial_gain = initial_gain
         self._band = _band_index()
         self._n_bands = int(self._band.max()) + 1
-        self._max_delay = int(round(max_delay_s / BLOCK_S))
+        # the reference is read ``lookahead`` blocks ahead of the mic frame: a speaker's
+        # timestamps can run a little late, so the echo may seem to come before it
+        self._lookahead = int(round(lookahead_s / BLOCK_S))
+        self._max_delay = int(round(max_delay_s / BLOCK_S)) + self._lookahead
         self.over_subtract, self.floor, self.reverb_decay = over_subtract, floor, reverb_decay
         self.reset()
 
@@ -85,7 +91,7 @@ class EchoSuppressor:
         self._log_mic: deque[float] = deque(maxlen=64 + self._max_delay)
         self._log_ref: deque[float] = deque(maxlen=64 + self._max_delay)
         self._since_estimate = 0
-        self.delay_blocks: int | None = None       # None until estimated: assume any delay
+        self.delay_blocks: int | None = None       # history index of the echo (lookahead + delay)
         self.near_end = 1.0
         self.echo_active = False
 
@@ -94,7 +100,7 @@ class EchoSuppressor:
 
     def _estimate_delay(self) -> None:
         n = min(64, len(self._log_mic) - self._max_delay)
-        if n < 24:
+        if n < 16:
             return
         mic = np.array(self._log_mic)[-n:]
         ref = np.array(self._log_ref)
@@ -116,12 +122,14 @@ class EchoSuppressor:
         self._prev = block
         frame_t = prev.t_s
         mic = np.fft.rfft(np.concatenate([prev.pcm, block.pcm]) * _WINDOW)
-        ref = np.fft.rfft(np.asarray(self.reference(frame_t, _FRAME), np.float32) * _WINDOW)
+        ref_t = frame_t + self._lookahead * BLOCK_S
+        ref = np.fft.rfft(np.asarray(self.reference(ref_t, _FRAME), np.float32) * _WINDOW)
         p_mic, p_ref = self._bands(mic), self._bands(ref)
         self._ref_hist = np.roll(self._ref_hist, 1, axis=0)
         self._ref_hist[0] = p_ref
-        self._log_mic.append(float(np.log(p_mic.sum() + 1e-10)))
-        self._log_ref.append(float(np.log(p_ref.sum() + 1e-10)))
+        # log energies floored near -57 dBFS so digital silence does not dominate the match
+        self._log_mic.append(float(np.log(p_mic.sum() + 1.0)))
+        self._log_ref.append(float(np.log(p_ref.sum() + 1.0)))
         self.echo_active = bool(self._ref_hist.sum() > 1e-6)
         if not self.echo_active:
             gains = np.ones(self._n_bands)
@@ -129,7 +137,7 @@ class EchoSuppressor:
             self.near_end = 1.0
         else:
             self._since_estimate += 1
-            if self._since_estimate >= 8:
+            if self._since_estimate >= 4:
                 self._since_estimate = 0
                 self._estimate_delay()
             d = self.delay_blocks
@@ -137,7 +145,8 @@ class EchoSuppressor:
             ref_d = window.max(axis=0)
             echo = np.maximum(self._gain * ref_d, self.reverb_decay * self._echo_prev)
             self._echo_prev = echo
-            self._adapt(p_mic, ref_d, echo)
+            if d is not None:          # a gain learnt against a misaligned reference is too low
+                self._adapt(p_mic, ref_d, echo)
             gains = np.clip(1.0 - self.over_subtract * echo / np.maximum(p_mic, 1e-12), self.floor, 1.0)
             total = float(p_mic.sum())
             self.near_end = float(np.maximum(p_mic - self.over_subtract * echo, 0.0).sum() / total) if total > 0 else 0.0

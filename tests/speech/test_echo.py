@@ -115,8 +115,14 @@ def test_suppressor_reconstructs_exactly_without_echo_and_attenuates_echo():
     np.testing.assert_allclose(rebuilt, signal[:len(rebuilt)], atol=1e-5)
     played = signal * 4
     echo = fx.room_echo(played, 80, 0.3)
-    sup = EchoSuppressor(lambda t, n: played[int(round(t * SAMPLE_RATE)):][:n] if t >= 0 else
-                         np.concatenate([np.zeros(int(round(-t * SAMPLE_RATE)), np.float32), played])[:n])
+    def reference(t_s, n):             # what was played from t_s on (zeros outside)
+        out = np.zeros(n, np.float32)
+        a = int(round(t_s * SAMPLE_RATE))
+        lo, hi = max(a, 0), min(a + n, len(played))
+        if lo < hi:
+            out[lo - a:hi - a] = played[lo:hi]
+        return out
+    sup = EchoSuppressor(reference)
     cleaned = np.concatenate([sup.process(AudioBlock(t_s=i * BLOCK_S, pcm=echo[i * BLOCK_SAMPLES:(i + 1) * BLOCK_SAMPLES],
                                                      sample_rate=SAMPLE_RATE)).pcm
                               for i in range(len(echo) // BLOCK_SAMPLES)])
