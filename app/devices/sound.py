@@ -2,7 +2,8 @@
 
 Contract (see ``app.devices.base``):
 * ``SoundDeviceMicrophone(device=None, clock=None)``: ``device`` is a sounddevice index,
-  a name (substring), or None for the default input. It opens the device at its own
+  a name (substring), or None for the default input (config strings: "" = default,
+  digits = index). It opens the device at its own
   default rate, mono, low latency; the PortAudio callback only copies the buffer and
   enqueues it with its capture time (the clock's now minus the buffer's duration and
   the stream's nominal input latency); the microphone's thread turns buffers into
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.clock import Clock, MonotonicClock
-from app.devices.base import DeviceError, OnBlock, OnError
+from app.devices.base import DeviceError, OnBlock, OnError, parse_device
 from app.events import ErrorEvent, SpeechAudio
 from speech.audio import SAMPLE_RATE, AudioTimeline, ClipMonitor, Reblocker, Resampler, resample
 
@@ -66,7 +67,7 @@ class SoundDeviceMicrophone:
     """A local microphone delivering 16 kHz blocks on its own thread."""
 
     def __init__(self, device: int | str | None = None, clock: Clock | None = None) -> None:
-        self.device = device
+        self.device = parse_device(device) if isinstance(device, str) else device
         self.clock = clock or MonotonicClock()
         self.sample_rate = 0
         self._stream = None
@@ -152,6 +153,7 @@ class SoundDeviceSpeaker:
     def __init__(self, device: int | str | None = None, clock: Clock | None = None,
                  on_error: OnError | None = None, latency_s: float = 0.1) -> None:
         sd = _import_sounddevice()
+        device = parse_device(device) if isinstance(device, str) else device
         self.device, self.clock, self.on_error = device, clock or MonotonicClock(), on_error
         try:
             info = sd.query_devices(device, kind="output")

@@ -10,7 +10,7 @@ Contract:
   possible); ``blocks(t0)`` yields the same blocks without pacing or threads, for tests
   that step time themselves. ``mix(t_s, n) -> np.ndarray`` (optional) is added to each
   block: the room's echo of a speaker, another talker. A missing or unreadable file is an
-  ``ErrorEvent`` through ``on_error``. ``finished`` is set when the file is exhausted.
+  ``ErrorEvent`` through ``on_error``, and so is sustained clipping (like the real one). ``finished`` is set when the file is exhausted.
 * ``WavSpeaker(clock)`` is a ``Speaker`` and ``PlaybackReference`` that plays nothing and
   remembers everything: each ``play`` is scheduled right after what is queued (or now),
   ``flush`` cuts the reply's audio at the current clock time and moves later audio up,
@@ -30,7 +30,8 @@ import numpy as np
 from app.clock import Clock
 from app.devices.base import OnBlock, OnError
 from app.events import AudioBlock, ErrorEvent, SpeechAudio
-from speech.audio import BLOCK_S, BLOCK_SAMPLES, SAMPLE_RATE, AudioInputError, read_audio, resample, write_wav
+from speech.audio import (BLOCK_S, BLOCK_SAMPLES, SAMPLE_RATE, AudioInputError, ClipMonitor, read_audio, resample,
+                          write_wav)
 
 Mix = Callable[[float, int], np.ndarray]
 
@@ -79,15 +80,20 @@ class WavMicrophone:
             self.finished.set()
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(blocks, on_block), name="wav-mic", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(blocks, on_block, on_error), name="wav-mic",
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, blocks: Iterator[AudioBlock], on_block: OnBlock) -> None:
+    def _run(self, blocks: Iterator[AudioBlock], on_block: OnBlock, on_error: OnError) -> None:
+        clip = ClipMonitor()
         try:
             for block in blocks:
                 self.clock.sleep(block.t_s + BLOCK_S - self.clock.now())
                 if self._stop.is_set():
                     return
+                warning = clip.check(block.pcm, block.t_s)
+                if warning:
+                    on_error(ErrorEvent(t_s=block.t_s, source="mic", message=warning))
                 on_block(block)
         finally:
             self.finished.set()

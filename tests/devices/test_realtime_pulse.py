@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -27,6 +28,12 @@ from tests.speech import fixtures as fx
 
 pytestmark = pytest.mark.slow
 ROOM = "aura_room"
+
+
+@dataclass
+class PulseRoom:
+    sink: str
+    server: subprocess.Popen
 
 
 @pytest.fixture
@@ -55,9 +62,10 @@ def pulse_room(tmp_path_factory):
             import sounddevice as sd
             if not any(d["name"] == "pulse" for d in sd.query_devices()):
                 pytest.skip("PortAudio has no 'pulse' device (ALSA PulseAudio plugin missing)")
-            yield ROOM
+            yield PulseRoom(ROOM, server)
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         server.wait(timeout=10)
 
 
@@ -94,7 +102,7 @@ def test_microphone_captures_in_real_time(pulse_room, three_turns):
     keep_awake = SoundDeviceSpeaker("pulse", clock)      # an idle player keeps the room running
     live = LiveMic(clock)
     try:
-        subprocess.run(["paplay", f"--device={pulse_room}", str(path)], check=True, timeout=30)
+        subprocess.run(["paplay", f"--device={pulse_room.sink}", str(path)], check=True, timeout=30)
         time.sleep(1.0)
     finally:
         live.mic.stop()
@@ -176,7 +184,7 @@ def test_live_echo_never_becomes_a_turn_and_a_user_barges_in(pulse_room, speech_
                 speaker.flush(result.barge_in.reply_id)
             if player is None and clock.now() > t_reply + 3.0:
                 t_user = clock.now()
-                player = threading.Thread(target=subprocess.run, args=(["paplay", f"--device={pulse_room}",
+                player = threading.Thread(target=subprocess.run, args=(["paplay", f"--device={pulse_room.sink}",
                                                                         str(user.path)],), daemon=True)
                 player.start()
     finally:
@@ -189,3 +197,23 @@ def test_live_echo_never_becomes_a_turn_and_a_user_barges_in(pulse_room, speech_
     assert 0.3 <= barge[0][1] - t_user <= 2.0          # paplay itself needs a few hundred ms
     kinds = [type(e) for e, _ in events]
     assert kinds == [SpeechStarted, SpeechEnded]
+
+
+def test_a_vanished_audio_server_is_reported_not_fatal(pulse_room):
+    """When the audio system goes away mid-session (unplugged device, crashed server),
+    the microphone and speaker must each report one clear ErrorEvent."""
+    clock, errors = MonotonicClock(), []
+    speaker = SoundDeviceSpeaker("pulse", clock, on_error=errors.append)
+    mic = SoundDeviceMicrophone("pulse", clock)
+    mic.start(lambda block: None, errors.append)
+    try:
+        _warm_up(mic)
+        pulse_room.server.kill()
+        deadline = time.monotonic() + 10
+        while len(errors) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        mic.stop()
+        speaker.stop()
+    assert sorted(e.source for e in errors) == ["mic", "speaker"]
+    assert all("unplugged" in e.message and not e.fatal for e in errors)

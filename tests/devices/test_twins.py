@@ -168,3 +168,25 @@ def test_list_devices_is_a_readable_table():
     text = list_devices()
     assert "Audio devices" in text and "Cameras" in text
     assert isinstance(text, str) and len(text.splitlines()) >= 4
+
+
+def test_missing_sound_devices_are_clear_errors():
+    """A microphone or speaker that does not exist must give one readable line (an
+    ErrorEvent for the microphone, DeviceError for the speaker), never a traceback."""
+    from app.devices.sound import SoundDeviceMicrophone, SoundDeviceSpeaker
+    errors = []
+    SoundDeviceMicrophone("no-such-microphone-xyz", ManualClock()).start(lambda b: None, errors.append)
+    assert len(errors) == 1 and errors[0].source == "mic" and "no-such-microphone-xyz" in errors[0].message
+    with pytest.raises(DeviceError, match="no-such-speaker-xyz"):
+        SoundDeviceSpeaker("no-such-speaker-xyz", ManualClock())
+
+
+def test_clipping_microphone_input_is_reported_once(tmp_path):
+    """Clipped input (gain too high) must be surfaced as a non-fatal warning, not crash
+    or flood the session; the audio still flows."""
+    write_wav(tmp_path / "loud.wav", np.clip(np.sin(np.arange(32000) / 5.0) * 3, -1, 1), 16000)
+    clock, blocks, errors = ManualClock(), [], []
+    mic = WavMicrophone(tmp_path / "loud.wav", clock)
+    mic.start(blocks.append, errors.append)
+    assert mic.finished.wait(10)
+    assert len(blocks) == 63 and len(errors) == 1 and "clipping" in errors[0].message and not errors[0].fatal

@@ -134,3 +134,28 @@ def test_cli_prints_json_lines_and_fails_cleanly(three_turns, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "bad.mp4" in out.stderr
+
+
+def test_cli_on_empty_and_silent_files(tmp_path):
+    """An empty file is bad input (exit 2, one line); a silent one is a valid file with
+    no utterances (exit 0, nothing on stdout, a note on stderr)."""
+    from speech.audio import write_wav
+    empty, silent = tmp_path / "empty.wav", tmp_path / "silent.wav"
+    write_wav(empty, np.zeros(0, np.float32), 16000)
+    write_wav(silent, np.zeros(32000, np.float32), 16000)
+    out = subprocess.run([sys.executable, "-m", "speech.vad", str(empty)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "no audio" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run([sys.executable, "-m", "speech.vad", str(silent)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout == "" and "no speech" in out.stderr
+
+
+def test_clipped_speech_is_still_segmented(question_phrase):
+    """A microphone with far too much gain clips; the utterance must still be found
+    with the right bounds."""
+    clipped = np.clip(question_phrase.pcm * 20, -1, 1)
+    events = _run(VadSegmenter(SpeechConfig()), clipped)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded]
+    assert abs(events[0].t_s - question_phrase.speech_start_s) <= 0.15
+    assert abs(events[1].t_s - question_phrase.speech_end_s) <= 0.15
