@@ -4,17 +4,16 @@ talks over it for ``barge_in_ms`` stops it and is heard.
 Through local speakers the microphone hears the assistant. Three layers deal with it:
 
 1. ``EchoSuppressor`` (reference-based, spectral): for each 512-sample mic block it takes
-   what the speaker played (``reference(t_s, n)``, e.g. ``WavSpeaker.played_audio``) over
-   the same stream time, estimates the echo's delay (correlating log-energy envelopes of
-   mic and reference, from ``-lookahead_s`` to ``max_delay_s``: device timestamps are
-   approximate) and per-band echo gain (tracked during
-   echo-only frames once the delay is known, frozen during double talk; until then a
-   conservative +6 dB), predicts the echo's power spectrum
-   (with a reverberation tail) and attenuates bands the echo explains (over-subtraction,
-   floor -40 dB). Output is resynthesised by overlap-add (sqrt-Hann, 1024/512), so it
-   lags one block: the cleaned block carries ``t_s`` of the previous input block, and
-   times stay exact. It also reports ``near_end``: the share of the frame's energy the
-   echo does not explain (1.0 when nothing was played lately).
+   what the speaker played over the same stream time (``reference(t_s, n)``, e.g.
+   ``WavSpeaker.played_audio``), estimates the echo's delay by correlating log-energy
+   envelopes of mic and reference (from ``-lookahead_s`` to ``max_delay_s``: device
+   timestamps are approximate), learns a per-band echo gain on echo-only frames once the
+   delay is known (frozen during double talk; until then a conservative +6 dB), predicts
+   the echo's power spectrum with a reverberation tail, and attenuates the bands the echo
+   explains (over-subtraction x4, floor -40 dB). Output is resynthesised by overlap-add
+   (sqrt-Hann, 1024/512), so it lags one block: the cleaned block carries ``t_s`` of the
+   previous input block, and times stay exact. It also reports ``near_end``: the share of
+   the frame's energy the echo does not explain (1.0 when nothing was played lately).
 2. Gating (``EchoGuard``, which owns the ``VadSegmenter`` and runs it on the cleaned
    audio): while the assistant is audible, or within ``tail_s`` after, a VAD start is
    held back. It is released only when near-end evidence (a block with VAD speech and
@@ -157,11 +156,11 @@ class EchoSuppressor:
 
     def _adapt(self, p_mic: np.ndarray, ref_d: np.ndarray, echo: np.ndarray) -> None:
         """Track the echo gain per band (median-like steps) on frames without double talk."""
-        double_talk = np.mean(p_mic > 8.0 * echo) > 0.5 and self._adapted > 40
+        double_talk = np.mean(p_mic > 8.0 * echo) > 0.5 and self._adapted > 20
         active = ref_d > 1e-5 * _FRAME
         if double_talk or not active.any():
             return
-        step = 1.12 if self._adapted < 40 else 1.06
+        step = 1.25 if self._adapted < 20 else 1.06
         ratio = p_mic / np.maximum(ref_d, 1e-12)
         self._gain = np.where(active, np.where(ratio > self._gain, self._gain * step, self._gain / step), self._gain)
         self._gain = np.clip(self._gain, 1e-6, 100.0)

@@ -149,6 +149,9 @@ def load_coqui(cfg: SpeechConfig, progress: Progress) -> CoquiVoice:
         tts = tts.to(device)
     except TtsLoadError:
         raise
+    except EOFError:    # Coqui asks on stdin to accept a non-commercial licence (XTTS)
+        raise TtsLoadError(f"Coqui model {name!r} needs its licence accepted interactively (or set "
+                           "COQUI_TOS_AGREED=1 if you agree to it)") from None
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TtsLoadError(f"could not load Coqui model {name!r} ({first}); check the network, or use "

@@ -121,15 +121,16 @@ def room_echo(played: np.ndarray, delay_ms: float = 60.0, gain: float = 0.35,
     return smoothed
 
 
-def room_mix(speaker, delay_ms: float = 60.0, gain: float = 0.35, history_s: float = 0.3):
+def room_mix(speaker, delay_ms: float = 60.0, gain: float = 0.35):
     """A ``WavMicrophone(mix=...)`` callable: what the microphone hears of ``speaker`` (any
     ``PlaybackReference``, e.g. ``WavSpeaker``) through ``room_echo``."""
-    pad = int(history_s * SAMPLE_RATE)
+    pad = int((delay_ms + 150.0) / 1000 * SAMPLE_RATE)     # the echo's whole history
 
     def mix(t_s: float, n: int) -> np.ndarray:
         heard = room_echo(speaker.played_audio(t_s - pad / SAMPLE_RATE, n + pad), delay_ms, gain)
         return heard[-n:]
     return mix
+
 
 
 def mic_track(out_dir: Path, duration_s: float, talker: np.ndarray | None = None, talker_at_s: float = 0.0,
