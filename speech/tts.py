@@ -149,6 +149,8 @@ class TTSStream:
                     pcm = np.asarray(self.voice.synthesize(text), np.float32)
                 except TtsError as e:
                     error = str(e)
+                except Exception as e:  # noqa: BLE001 - the worker outlives any voice bug; reported below
+                    error = f"TTS failed ({type(e).__name__}: {e})"
             with self._lock:
                 self._in_flight = None
                 reply = self._replies.get(job.reply_id)

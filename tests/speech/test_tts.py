@@ -188,3 +188,25 @@ def test_cli_writes_speech_and_fails_cleanly(tmp_path):
         bad = subprocess.run([sys.executable, "-m", "speech.tts", *args, "--tts", "espeak"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_an_unexpected_voice_failure_does_not_kill_the_stream():
+    """A bug inside a voice (not a TtsError) must be reported and must not stop the
+    worker: later replies are still spoken."""
+    class Broken(ToneVoice):
+        def synthesize(self, text):
+            if "boom" in text:
+                raise ZeroDivisionError("boom")
+            return super().synthesize(text)
+    got, errors = Collector(), []
+    stream = TTSStream(Broken(), got, MonotonicClock(), on_error=errors.append)
+    try:
+        stream.feed(_delta("r1", "boom."))
+        stream.end("r1")
+        stream.feed(_delta("r2", "Still here."))
+        stream.end("r2")
+        got.wait_for(lambda items: any(a.reply_id == "r2" and a.last for a in items))
+        assert "ZeroDivisionError" in errors[0].message
+        assert [(a.reply_id, a.text) for a in got.items] == [("r1", ""), ("r2", "Still here.")]
+    finally:
+        stream.close()
