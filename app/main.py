@@ -108,6 +108,7 @@ def _serve(runtime: Any, config: Config, banner: str) -> int:
 
 def _run_local(runtime: Any, config: Config) -> int:
     from app.clock import MonotonicClock
+    from app.devices.base import DeviceError, parse_device
     from app.devices.camera import OpenCVCamera
     from app.devices.sound import SoundDeviceMicrophone, SoundDeviceSpeaker
     from app.local import run_local
@@ -117,8 +118,11 @@ def _run_local(runtime: Any, config: Config) -> int:
     manager = _manager(runtime, config)
     clock = MonotonicClock()
     app = config.app
-    camera = OpenCVCamera(app.camera, clock)
-    mic = SoundDeviceMicrophone(app.mic or None, clock)
-    speaker = SoundDeviceSpeaker(app.speaker or None, clock)
-    run_local(manager, camera, mic, speaker, clock, stop)
+    try:
+        camera = OpenCVCamera(parse_device(app.camera), clock)
+        mic = SoundDeviceMicrophone(parse_device(app.mic), clock)
+        speaker = SoundDeviceSpeaker(parse_device(app.speaker), clock)
+        run_local(manager, camera, mic, speaker, clock, stop)
+    except DeviceError as e:
+        raise ValueError(f"{e} (see python3 launch.py --list-devices)") from None
     return 0

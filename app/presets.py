@@ -4,7 +4,9 @@ Contract: ``apply_preset(config, cache_dir, progress) -> (config, banner)``. For
 ``app.preset == "offline"`` it builds (once, atomically, under ``cache_dir/offline``) a tiny
 random AURA checkpoint with model/tiny.py and a tiny Whisper with speech/tiny.py, and
 returns a config that uses them with the espeak-ng voice, plus a banner saying that the
-answers are meaningless. The preset wins over model settings given elsewhere. Without a
+answers are meaningless. The tiny AURA is built to always speak, and proactive remarks
+start off: a question always gets an answer and the assistant does not babble on its own
+(tick "Proactive remarks" to see it speak up every second). The preset wins over model settings given elsewhere. Without a
 preset the config is returned unchanged with an empty banner.
 """
 from __future__ import annotations
@@ -50,8 +52,9 @@ def _build_once(target: Path, build: Callable[[Path], object], progress: Callabl
 def offline_vlm(cache_dir: Path, progress: Callable[[str], None]) -> Path:
     """The tiny AURA dir alone (replay needs no speech models), built if missing."""
     from model import tiny as tiny_vlm
-    vlm_dir = cache_dir / "offline" / "aura-tiny"
-    _build_once(vlm_dir, lambda d: tiny_vlm.build(d, seed=TINY_SEED), progress, "the tiny AURA model")
+    vlm_dir = cache_dir / "offline" / "aura-tiny-talkative"
+    _build_once(vlm_dir, lambda d: tiny_vlm.build(d, seed=TINY_SEED, silent_fraction=0.0), progress,
+                "the tiny AURA model")
     return vlm_dir
 
 
@@ -70,5 +73,6 @@ def apply_preset(config: Config, cache_dir: Path, progress: Callable[[str], None
     vlm_dir, whisper_dir = offline_models(cache_dir, progress)
     config = replace(config,
                      engine=replace(config.engine, model=str(vlm_dir)),
-                     speech=replace(config.speech, asr_model=str(whisper_dir), tts="espeak"))
+                     speech=replace(config.speech, asr_model=str(whisper_dir), tts="espeak"),
+                     app=replace(config.app, proactive=False))
     return config, OFFLINE_BANNER

@@ -16,7 +16,9 @@ stream's structure moves it; then ``<|silent|>`` is fitted to be the state's top
 logit plus ``SPREAD`` x (that signal - a threshold) at decision positions (6 below the
 top inside replies), and ``<|im_end|>`` likewise at reply positions. Two more runs of the
 shaped model set the thresholds so about ``SILENT_FRACTION`` of decisions are silent and
-a reply ends with chance ``END_PER_TOKEN`` per token. Structural specials get a logit near
+a reply ends with chance ``END_PER_TOKEN`` per token. ``silent_fraction=0`` builds a model
+that (practically) always speaks: the offline preset uses it with proactive remarks off,
+so a question always gets an answer (a meaningless one) and nothing else is said. Structural specials get a logit near
 -30. Honest caveat: the random model's states depend on context structure (time since a
 cut, window size) more than on frames, so the silent/speak mix varies with the window
 settings (measured: 6 s/3 s windows about half silent; 30 s/15 s mostly silent). Tests use
@@ -216,7 +218,16 @@ class _Shaper:
                 self.head[i] = buried
 
 
-def _shape_head(model, tok, out_dir: Path, seed: int) -> None:
+def _silent_threshold(projections, silent_fraction: float, sd: float) -> float:
+    """The decision threshold that leaves ``silent_fraction`` of decisions silent; for 0, a
+    threshold far above every state seen (silence then never wins)."""
+    import torch
+    if silent_fraction <= 0:
+        return float(projections.max()) + 10 * sd
+    return float(torch.quantile(projections, 1 - silent_fraction))
+
+
+def _shape_head(model, tok, out_dir: Path, seed: int, silent_fraction: float = SILENT_FRACTION) -> None:
     """Calibrate the special rows on real sessions: two runs that always speak 8 tokens
     (same structure, different frames) give the content directions; then the thresholds
     are set, twice, from runs of the shaped model so that about ``SILENT_FRACTION`` of the
@@ -231,17 +242,17 @@ def _shape_head(model, tok, out_dir: Path, seed: int) -> None:
     shaper = _Shaper(model, tok, _content_direction(dec_a, dec_b), _content_direction(rep_a, rep_b))
     dec, rep = torch.cat([dec_a, dec_b]), torch.cat([rep_a, rep_b])
     for round_seed in (seed + 3, seed + 4):
-        dec_q = float(torch.quantile(dec @ shaper.dec_dir[0], 1 - SILENT_FRACTION))
+        dec_q = _silent_threshold(dec @ shaper.dec_dir[0], silent_fraction, shaper.dec_dir[1])
         rep_q = float(torch.quantile(rep @ shaper.rep_dir[0], 1 - END_PER_TOKEN))
         shaper.fit(dec, rep, dec_q, rep_q)
         new_dec, new_rep = _session_states(model, tok, out_dir, round_seed)
         dec, rep = torch.cat([dec, new_dec]), torch.cat([rep, new_rep])
-        dec_q = float(torch.quantile(new_dec @ shaper.dec_dir[0], 1 - SILENT_FRACTION))
+        dec_q = _silent_threshold(new_dec @ shaper.dec_dir[0], silent_fraction, shaper.dec_dir[1])
         rep_q = float(torch.quantile(new_rep @ shaper.rep_dir[0], 1 - END_PER_TOKEN))
     shaper.fit(dec, rep, dec_q, rep_q)
 
 
-def build(out_dir: Path, seed: int = 0) -> Path:
+def build(out_dir: Path, seed: int = 0, silent_fraction: float = SILENT_FRACTION) -> Path:
     """Write the tiny checkpoint into ``out_dir`` (created if needed) and return it."""
     import torch
     out_dir = Path(out_dir)
@@ -249,13 +260,13 @@ def build(out_dir: Path, seed: int = 0) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)      # tiny matrices: threads only add synchronisation cost
     try:
-        _build(out_dir, seed)
+        _build(out_dir, seed, silent_fraction)
     finally:
         torch.set_num_threads(threads)
     return out_dir
 
 
-def _build(out_dir: Path, seed: int) -> None:
+def _build(out_dir: Path, seed: int, silent_fraction: float) -> None:
     import torch
     from transformers import (AutoTokenizer, Qwen2VLImageProcessor, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
@@ -271,20 +282,26 @@ def _build(out_dir: Path, seed: int) -> None:
                                               size=size, fps=2),
         tokenizer=tok, chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(out_dir)
-    _shape_head(model, AutoTokenizer.from_pretrained(out_dir), out_dir, seed)
+    _shape_head(model, AutoTokenizer.from_pretrained(out_dir), out_dir, seed, silent_fraction)
     model.save_pretrained(out_dir)
-    (out_dir / "aura_tiny.json").write_text(json.dumps({"seed": seed, "note": "random weights"}))
+    (out_dir / "aura_tiny.json").write_text(json.dumps({"seed": seed, "silent_fraction": silent_fraction,
+                                                        "note": "random weights"}))
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.tiny", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--silent-fraction", type=float, default=SILENT_FRACTION,
+                        help="share of silent decisions to calibrate for (0 = always speaks)")
     args = parser.parse_args(argv)
+    if not 0 <= args.silent_fraction < 1:
+        print("error: --silent-fraction must be in [0, 1)", file=sys.stderr)
+        return 2
     if args.out_dir.exists() and not args.out_dir.is_dir():
         print(f"error: {args.out_dir} exists and is not a directory", file=sys.stderr)
         return 2
-    build(args.out_dir, args.seed)
+    build(args.out_dir, args.seed, args.silent_fraction)
     print(args.out_dir)
     return 0
 
