@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REFRESH_S = 0.25
+TALK, DONE_TALKING = "Talk (push-to-talk)", "Done talking"
 
 # Shown when the page cannot use camera/microphone (plain HTTP on a LAN address, no API,
 # or permission denied). Text only: it is set with textContent.
@@ -116,10 +117,11 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
     def talk(webrtc_id, label):
         found, _ = lookup(webrtc_id)
         if found is None:
-            return "🎙 Talk"
-        pressed = label.startswith("🎙")
+            gr.Warning("Start the stream first (the record button on the video).")
+            return TALK
+        pressed = label == TALK
         found[0].push_to_talk(pressed)
-        return "⏹ Done talking" if pressed else "🎙 Talk"
+        return DONE_TALKING if pressed else TALK
 
     app_cfg = config.app
     with gr.Blocks(title="AURA Live", css=_css(), head=HEAD_JS, analytics_enabled=False) as demo:
@@ -147,7 +149,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
                 voice = gr.Checkbox(app_cfg.voice, label="Spoken replies")
                 presenter = gr.Checkbox(False, label="Presenter view (large captions)")
             with gr.Row():
-                talk_btn = gr.Button("🎙 Talk", elem_id="aura-talk")
+                talk_btn = gr.Button(TALK, elem_id="aura-talk")
                 reset_btn = gr.Button("Reset context")
             gr.HTML("<p class='aura-help'>Hands-free: just talk; talking over the assistant interrupts "
                     "it. Push-to-talk: untick hands-free, press Talk, speak, press Done. On phones "

@@ -25,6 +25,7 @@ from app.events import SpeechAudio, VideoFrame
 OUT_RATE = 24_000
 FRAME_S = 0.02
 LEAD_S = 0.12
+PLACEHOLDER = np.full((480, 640, 3), 24, np.uint8)
 
 
 class BrowserIO:
@@ -136,9 +137,13 @@ def make_handler(manager: Any, clock_factory: Any, reblocker: Any, resample: Any
             self._ensure_session()
             self.io.on_video(frame)
 
-        def video_emit(self) -> np.ndarray | None:
+        def video_emit(self) -> np.ndarray:
+            """The camera echoed back for display (a dark frame until the first arrives:
+            FastRTC's video track cannot send "nothing")."""
             latest = self.io.latest_frame()
-            return None if latest is None else np.ascontiguousarray(latest.image[:, :, ::-1])
+            if latest is None:
+                return PLACEHOLDER
+            return np.ascontiguousarray(latest.image[:, :, ::-1])
 
         def emit(self):
             if self.io.take_flush() and self._clear_queue is not None:
