@@ -69,6 +69,7 @@ class LiveSession:
         self._playing: str | None = None
         self._ptt: list[np.ndarray] | None = None
         self._ptt_start_s = 0.0
+        self._samples: dict[str, int] = {}     # audio samples played so far per reply
         self._closed = threading.Event()
         self._engine_session = runtime.model.new_session(session_id)   # owned by the engine worker from now on
         self._thread = threading.Thread(target=self._run, name=f"session-{session_id}", daemon=True)
@@ -159,9 +160,15 @@ class LiveSession:
     def _feed(self, event: object) -> None:
         now = self._clock.now()
         if isinstance(event, _Played):
-            if event.audio.text:
-                self._guard.spoken(event.audio.text, now)
-            self._emit(event.audio)
+            audio = event.audio
+            if audio.text:
+                self._guard.spoken(audio.text, now)
+            self._emit(audio)
+            heard = self._samples.pop(audio.reply_id, 0) + len(audio.pcm)
+            if not audio.last:
+                self._samples[audio.reply_id] = heard
+            elif heard == 0:
+                self._feed(orc.NoAudio(now, audio.reply_id))
             return
         if isinstance(event, UserText) and event.source == "voice" and \
                 self._guard.is_echo_text(event.text, now):

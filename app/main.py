@@ -51,8 +51,11 @@ def recorder_factory(config: Config):
     root = Path(config.app.recordings_dir)
 
     def make(session_id: str, clock: Any, view: Any) -> Any:
-        meta = {"session_id": session_id, "model": config.engine.model, "preset": config.app.preset,
+        app = config.app
+        meta = {"session_id": session_id, "model": config.engine.model, "preset": app.preset,
                 "asr_model": config.speech.asr_model, "tts": config.speech.tts,
+                "seed": config.engine.seed, "temperature": config.engine.temperature,
+                "settings": {"hands_free": app.hands_free, "proactive": app.proactive, "voice": app.voice},
                 "started": datetime.datetime.now().isoformat(timespec="seconds")}
         return Recorder.open(root, session_id, meta, clock, view, max_gb=config.app.recordings_max_gb)
     return make

@@ -10,6 +10,8 @@ Policy:
 * Each VideoChunk becomes one engine step, in order; one step in flight at a time. If the
   engine falls behind, at most ``MAX_BACKLOG`` chunks wait; older ones are dropped with one
   error event per overload episode (the model sees fewer chunks, never a broken context).
+  A chunk is published (for the recorder) when it goes to the engine: exactly what the
+  model saw.
 * A question (typed, or voice after ASR) is answered at once: the orchestrator asks for the
   current partial chunk to be closed, and the question rides on the first chunk that ends at
   or after it. A new question cancels a reply still being generated or spoken.
@@ -18,7 +20,8 @@ Policy:
 * Barge-in: a ``BargeIn`` cancels generation and stops that reply's audio everywhere;
   late deltas of a cancelled reply are never spoken.
 * Latency per answered question: speech end -> transcript -> first token -> first audio,
-  published as a ``Latency`` event once the first audio plays (or the reply ends silently).
+  published as a ``Latency`` event once the first audio plays (or, with the voice off or
+  nothing speakable in the reply, without a first-audio time).
 """
 from __future__ import annotations
 
@@ -49,6 +52,13 @@ class PlaybackStarted:
 
 @dataclass(frozen=True)
 class PlaybackFinished:
+    t_s: float
+    reply_id: str
+
+
+@dataclass(frozen=True)
+class NoAudio:
+    """The voice produced nothing for ``reply_id`` (nothing speakable in it)."""
     t_s: float
     reply_id: str
 
@@ -195,7 +205,7 @@ class Orchestrator:
             s.asking = _Turn(question)
         s.in_flight = chunk.index
         allow = question is not None or self.settings.proactive
-        return [RunStep(chunk, question, allow)]
+        return [Publish(chunk), RunStep(chunk, question, allow)]   # published: what the model saw
 
     def _on_StepDecision(self, ev: StepDecision, now_s: float) -> list[Command]:
         return [Publish(ev)]
@@ -283,6 +293,9 @@ class Orchestrator:
             return [StopAudio(ev.reply_id)]
         s.playing_reply = ev.reply_id
         return self._latency(ev.reply_id, ev.t_s, now_s)
+
+    def _on_NoAudio(self, ev: NoAudio, now_s: float) -> list[Command]:
+        return self._latency(ev.reply_id, None, now_s)
 
     def _on_PlaybackFinished(self, ev: PlaybackFinished, now_s: float) -> list[Command]:
         s = self._s

@@ -11,8 +11,8 @@ same decisions:
   playback reference) and ASR; each recorded voice question is replaced by the new
   transcript of the utterance ending nearest to it (typed questions are kept), and rides
   on the same chunk as in the recording;
-* user controls: recorded ``setting`` events (proactive on/off) and ``reset`` events are
-  applied at the same chunk.
+* user controls: the session's starting settings (``meta.json``) and the recorded
+  ``setting`` events (proactive on/off) and ``reset`` events, applied at the same chunk.
 What is not replayed: the assistant's voice (no playback, so no barge-ins and no
 first-audio latency) and the live timing of the worker threads.
 """
@@ -81,7 +81,7 @@ def _questions(events: list[dict], heard: list[tuple[float, str, float]]) -> tup
 def replay_recording(config: Config, rec_dir: Path, out_dir: Path,
                      progress: Callable[[str], None]) -> dict[str, Any]:
     from app.recording_media import read_chunks
-    from app.recordings import read_events
+    from app.recordings import read_events, read_meta
     from app.regression import compare, write_comparison
     from model.vlm import AuraModel
     from speech.asr import load_transcriber
@@ -97,7 +97,7 @@ def replay_recording(config: Config, rec_dir: Path, out_dir: Path,
     transcriber = load_transcriber(config.speech, progress)
     questions, new = _questions(old, _retranscribe(config, rec_dir, transcriber))
     controls = sorted((e for e in old if e.get("type") in ("setting", "reset")), key=lambda e: e["t"])
-    proactive = True
+    proactive = bool(read_meta(rec_dir).get("session", {}).get("settings", {}).get("proactive", True))
     model = AuraModel.load(config.engine, progress)
     session = model.new_session("replay")
     try:

@@ -31,7 +31,7 @@ HEAD_JS = """
     d.textContent = text;
     document.body.prepend(d);
   }
-  window.addEventListener('load', function () {
+  function check() {
     if (!window.isSecureContext || !navigator.mediaDevices) {
       banner('Camera and microphone are blocked: browsers allow them only on https:// pages or on ' +
              'http://localhost. Start AURA Live with --ssl-certfile and --ssl-keyfile, or reach it ' +
@@ -51,7 +51,9 @@ HEAD_JS = """
         }).catch(function () {});
       });
     }
-  });
+  }
+  // Gradio may insert this script after the page has loaded
+  if (document.readyState === 'complete') { check(); } else { window.addEventListener('load', check); }
 })();
 </script>
 """

@@ -3,7 +3,7 @@ import numpy as np
 
 from app.events import (BargeIn, ContextReset, ErrorEvent, SettingChanged, Latency, ReplyDelta, ReplyEnded, ReplyStarted,
                         SpeechEnded, SpeechStarted, StatusChanged, StepDecision, UserText, VideoChunk)
-from app.orchestrator import (MAX_BACKLOG, CancelReply, ClosePartialChunk, Orchestrator,
+from app.orchestrator import (MAX_BACKLOG, CancelReply, ClosePartialChunk, NoAudio, Orchestrator,
                               PlaybackFinished, PlaybackStarted, Publish, ResetContext, ResetEngine,
                               RunStep, SetOption, Settings, Speak, SpeakEnd, StepFinished, StopAudio,
                               Transcribe)
@@ -41,8 +41,11 @@ def test_backlog_drops_oldest_and_reports_once():
     for i in range(1, MAX_BACKLOG + 4):
         errors += published(o.handle(chunk(i), i + 1.0), ErrorEvent)
     assert len(errors) == 1 and "slower than real time" in errors[0].message
-    nxt = kinds(o.handle(StepFinished(9, 0), 9), RunStep)[0]
+    cmds = o.handle(StepFinished(9, 0), 9)
+    nxt = kinds(cmds, RunStep)[0]
     assert nxt.chunk.index == MAX_BACKLOG + 3 - MAX_BACKLOG + 1
+    # only what the model sees is published (recorded): the dropped chunks are not
+    assert [c.index for c in published(cmds, VideoChunk)] == [nxt.chunk.index]
 
 
 def test_question_closes_partial_chunk_and_rides_on_it():
@@ -160,3 +163,14 @@ def test_two_questions_before_a_chunk_are_joined():
     o.handle(chunk(1, end=1.3, start=1.0), 1.3)
     step = kinds(o.handle(StepFinished(1.4, 0), 1.4), RunStep)[0]
     assert step.question.text == "Look at this. What is it?"
+
+
+def test_unspeakable_reply_still_reports_its_latency():
+    """A reply with nothing to say aloud (emoji, symbols) must not leave the turn unmeasured."""
+    o = Orchestrator()
+    o.handle(UserText(0.5, "hi", speech_end_s=0.4), 0.5)
+    o.handle(chunk(0, end=0.5, start=0.0), 0.5)
+    o.handle(ReplyStarted(0.6, "s-r1", proactive=False), 0.6)
+    o.handle(ReplyEnded(0.7, "s-r1", "🙂", False, 10.0), 0.7)
+    lat = published(o.handle(NoAudio(0.75, "s-r1"), 0.75), Latency)[0]
+    assert lat.first_token_s == 0.6 and lat.first_audio_s is None

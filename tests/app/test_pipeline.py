@@ -144,3 +144,37 @@ def test_typed_question_and_tts_audio_events(runtime, pipeline_config, camera_vi
         assert {a.reply_id for a in run.of(SpeechAudio)} == {reply.reply_id}
     finally:
         stop_run(manager, run)
+
+
+def test_recorded_session_replays_to_identical_decisions(runtime, pipeline_config, camera_video,
+                                                         speech_files, tmp_path):
+    """Guards issue 5's promise: a live session is recorded (the frames the model saw, the
+    mic, the assistant's voice, events) and replaying that recording through the same
+    models gives the same decisions and replies."""
+    from dataclasses import replace
+    from app.clock import MonotonicClock
+    from app.main import recorder_factory
+    from app.recordings import list_recordings, read_events
+    from app.replay_recording import replay_recording
+    question, _silence, _ = speech_files
+    cfg = replace(pipeline_config, app=replace(pipeline_config.app, proactive=False, record=True,
+                                               recordings_dir=str(tmp_path / "rec")))
+    manager = SessionManager(runtime, cfg, MonotonicClock, recorder_factory(cfg))
+    run = start_run(manager, camera_video, question.path)
+    try:
+        assert run.wait(lambda r: r.of(Latency) and len(r.of(StepDecision)) >= 6)
+    finally:
+        stop_run(manager, run)
+    (info,) = list_recordings(tmp_path / "rec")
+    assert info.complete and info.n_questions == 1 and info.n_replies >= 1
+    rec_dir = tmp_path / "rec" / info.id
+    types = [e["type"] for e in read_events(rec_dir / "events.jsonl")]
+    assert types.count("chunk") == types.count("step") >= 6
+    for name in ("video.mp4", "mic.wav", "assistant.wav"):
+        assert (rec_dir / name).stat().st_size > 0, name
+
+    result = replay_recording(cfg, rec_dir, tmp_path / "replay", lambda m: None)
+    assert result["identical_decisions"], result["steps"]
+    assert result["steps"]["compared"] == types.count("step")
+    assert result["replies"]["changed"] == []
+    assert (tmp_path / "replay" / "comparison.md").is_file()
