@@ -78,8 +78,10 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         found, handler = lookup(webrtc_id)
         if found is None:
             if getattr(handler, "refused", False) or (webrtc_id and manager.count >= manager.max_sessions):
-                msg = (f"All {manager.max_sessions} sessions are in use right now; please try again "
-                       "later. Nobody else can see or join your session.")
+                n = manager.max_sessions
+                msg = (f"AURA Live is busy: it serves {n} session{'s' if n != 1 else ''} at a time and "
+                       "all are in use. Please try again in a minute. (Nobody can see or join "
+                       "another person's session.)")
                 return (f"<div class='aura-captions'><div class='aura-busy'>{html.escape(msg)}</div></div>",
                         "", "busy")
             key = "idle"

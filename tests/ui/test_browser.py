@@ -24,6 +24,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
+AUTH = "tester:open-sesame"
 MEDIA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
               "--autoplay-policy=no-user-gesture-required"]
 QUIET_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -70,13 +71,13 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``python3 launch.py --preset offline`` on a free port, admitting one session."""
+    """``python3 launch.py --preset offline`` on a free port, one session, with a login."""
     port = _free_port()
     rec = tmp_path_factory.mktemp("recordings")
     log = tmp_path_factory.mktemp("server") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "launch.py", "--preset", "offline", "--port", str(port),
-                                 "--max-sessions", "1", "--recordings-dir", str(rec)],
+                                 "--max-sessions", "1", "--recordings-dir", str(rec), "--auth", AUTH],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 420          # the first run builds the tiny models
@@ -129,8 +130,18 @@ def browser(media):
         b.close()
 
 
-def _start_stream(page, url: str) -> None:
+def _open(page, url: str) -> None:
+    """Load the app, logging in on Gradio's login page."""
     page.goto(url, wait_until="load")
+    user, password = AUTH.split(":")
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.keyboard.press("Enter")
+    page.get_by_text("Click to Access Webcam").wait_for(timeout=30_000)
+
+
+def _start_stream(page, url: str) -> None:
+    _open(page, url)
     page.get_by_text("Click to Access Webcam").click()
     page.get_by_label("start stream").click(timeout=20_000)
 
@@ -184,12 +195,12 @@ def test_second_person_is_told_the_app_is_busy(server, browser, tmp_path):
     try:
         _start_stream(first, server["url"])
         assert "last step" in _wait_for(first, "#aura-status", lambda t: "last step" in t, 60)
-        second.goto(server["url"], wait_until="load")
+        _open(second, server["url"])
         second.get_by_text("Click to Access Webcam").click()
         second.get_by_label("start stream").click(timeout=20_000)
-        busy = _wait_for(second, "body", lambda t: "sessions are in use" in t or "Too many" in t, 30)
+        busy = _wait_for(second, "body", lambda t: "AURA Live is busy" in t or "Too many" in t, 30)
         second.screenshot(path=str(tmp_path / "busy.png"), full_page=True)
-        assert "sessions are in use" in busy or "Too many concurrent connections" in busy
+        assert "AURA Live is busy" in busy or "Too many concurrent connections" in busy
         assert "You:" not in second.inner_text("#aura-captions")
     finally:
         first.close()
@@ -218,8 +229,27 @@ def test_plain_http_on_a_lan_address_explains_the_blocked_camera(server, browser
     page = browser.new_page()
     try:
         page.goto(f"http://aura-lan.test:{server['port']}/", wait_until="load")
+        user, password = AUTH.split(":")
+        page.get_by_label("username").fill(user)
+        page.get_by_label("password").fill(password)
+        page.keyboard.press("Enter")
         banner = _wait_for(page, "body", lambda t: "Camera and microphone are blocked" in t, 20)
         page.screenshot(path=str(tmp_path / "insecure.png"), full_page=True)
         assert "Camera and microphone are blocked" in banner and "--ssl-certfile" in banner
     finally:
         page.close()
+
+
+def test_nothing_is_served_without_the_login(server):
+    """--auth must cover the app, its API and the recordings (the Review tab's files)."""
+    import urllib.error
+    rec_files = [p for p in server["recordings"].rglob("*") if p.is_file()]
+    targets = [f"{server['url']}config", f"{server['url']}gradio_api/info"]
+    targets += [f"{server['url']}gradio_api/file={p}" for p in rec_files[:2]]
+    for url in targets:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = r.read(2000).decode(errors="replace")
+                assert r.status in (401, 403) or "login" in body.lower(), (url, r.status, body[:200])
+        except urllib.error.HTTPError as e:
+            assert e.code in (401, 403, 404), (url, e.code)
