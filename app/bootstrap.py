@@ -11,6 +11,7 @@ Standard library only: it runs before anything is installed.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -34,6 +35,7 @@ _SYSTEM_TEST = {
     "chromium": lambda: shutil.which("chromium"),
     "pulseaudio": lambda: shutil.which("pulseaudio"),
     "pulseaudio-utils": lambda: shutil.which("pactl"),
+    "libasound2-plugins": lambda: glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so"),
 }
 
 
