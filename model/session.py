@@ -14,9 +14,18 @@ Contract (the orchestrator's; one engine thread drives a session):
 * ``maintain(budget_s) -> bool`` spends up to ``budget_s`` seconds building the shadow
   cache for the next window cut; True if shadow work remains.
 * ``reset()`` empties the context (same model); ``close()`` frees the caches.
-* ``context_tokens``: tokens in the live cache; ``context_ids()``: those ids;
+* ``context_tokens``: tokens of the live context; ``context_ids()``: those ids;
   ``next_token_logits()`` the raw logits that follow them; ``plan_segments(start)`` the
   context a fresh run would build (for dumps and the equivalence tests).
+
+Folded turn ends (``fold_turn_end=True``, the default): the end of an assistant turn
+(``<|silent|><|im_end|>\n`` of a silent turn, the ``<|im_end|>\n`` of a reply, plus a last
+reply token not fed yet) needs no logits, so it is deferred on the live track
+(``Track.defer_ids``) and goes into the cache in the same forward as the next chunk's user
+turn: one pass over the weights per step instead of two. Readers see the same context as
+without folding: ``context_ids``/``context_tokens`` include the deferred ids,
+``next_token_logits`` flushes them first; a window cut drops them with the old cache (the
+shadow holds every finished turn in full); ``reset``/``close`` discard the cache anyway.
 
 Window cuts (model/context.py): vision features are computed once per chunk and kept while
 the chunk is in the video window. Once a completed round ends after the next cut point,
@@ -54,8 +63,9 @@ class _Shadow:
 
 
 class AuraSession:
-    def __init__(self, model, session_id: str, clock=None):
+    def __init__(self, model, session_id: str, clock=None, fold_turn_end: bool = True):
         self.model = model
+        self.fold_turn_end = bool(fold_turn_end)
         self.session_id = session_id
         self.cfg = model.cfg
         self._clock = clock
@@ -93,17 +103,19 @@ class AuraSession:
 
     @property
     def context_tokens(self) -> int:
-        return self._live.n_tokens if self._live else 0
+        return self._live.n_tokens + len(self._live.pending_ids) if self._live else 0
 
     def context_ids(self) -> list[int]:
-        return list(self._live.ids) if self._live else []
+        return [*self._live.ids, *self._live.pending_ids] if self._live else []
 
     @property
     def window_start_s(self) -> float | None:
         return self._window_start
 
     def next_token_logits(self) -> torch.Tensor:
-        """The live cache's raw logits for the token after ``context_ids()`` (a copy)."""
+        """The live cache's raw logits for the token after ``context_ids()`` (a copy);
+        deferred turn-end ids are appended first."""
+        self._live.flush()
         return self._live.last_logits.clone()
 
     def reset(self) -> None:
@@ -252,9 +264,13 @@ class AuraSession:
                 self._finish_round(key, tuple(reply) if not silent else None, fed)
 
     def _finish_round(self, key: int, answer: tuple[int, ...] | None, fed: int) -> None:
-        """Append the assistant turn (minus the ``fed`` reply tokens already in the cache)."""
+        """Append the assistant turn (minus the ``fed`` reply tokens already in the cache);
+        with folding it is deferred into the next append."""
         seg = self.layout.answer(answer)
-        self._live.append_ids(seg.ids[fed:])
+        if self.fold_turn_end:
+            self._live.defer_ids(seg.ids[fed:])
+        else:
+            self._live.append_ids(seg.ids[fed:])
         self._rounds[-1] = replace(self._rounds[-1], answer=answer, done=True)
         self._turns.append(answer or ())
         self._grow_shadow()
