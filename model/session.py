@@ -36,6 +36,12 @@ finished synchronously (correct even if ``maintain`` never ran), the shadow beco
 live cache and the old one is released. The live cache then equals a fresh run over the
 new context (tests/model/test_equivalence.py).
 
+Cache size: a backend with a fixed cache (``backend.max_tokens``, the fast one: sized by
+``model.vlm.context_budget``) never overflows: before a chunk is appended, if it and a
+longest reply would not fit, the window is cut early by N' (repeatedly if needed; the
+shadow built for the next cut serves the first one). Only when even the context without
+any earlier chunk does not fit does the step raise ``ContextOverflowError`` (one line).
+
 Event times: with a ``clock`` the reply events carry ``clock.now()``; without one all
 events of a step carry ``chunk.t_s``. ``reply_id`` is ``f"{session_id}-r{n}"``.
 """
@@ -55,6 +61,11 @@ from model.track import Track
 from model.vision import VisionFeatures
 
 
+class ContextOverflowError(RuntimeError):
+    """The context cannot fit the backend's cache even with the video window cut early
+    (``str(e)`` is one line; call ``reset()``)."""
+
+
 @dataclass(eq=False)
 class _Shadow:
     target_s: float                  # the window start it is being built for
@@ -70,8 +81,7 @@ class AuraSession:
         self.cfg = model.cfg
         self._clock = clock
         sp = model.specials
-        system = self.cfg.system_prompt + (f" Respond in {self.cfg.language}." if self.cfg.language else "")
-        self.layout = Layout(model.tokenizer, sp, system, self.cfg.chunk_timestamp_s)
+        self.layout = Layout.for_config(model.tokenizer, sp, self.cfg)
         self._banned = torch.tensor(sorted(sp.structural), dtype=torch.long, device=model.device)
         self._stops = (sp.im_end, sp.silent)
         self._active = None
@@ -147,8 +157,26 @@ class AuraSession:
     def _cut_if_due(self, t_s: float) -> None:
         start = self._window_start
         new = ctx.advance_window(start, t_s, self.cfg.video_window_s, self.cfg.float_window_s)
-        if new == start:
-            return
+        if new != start:
+            self._cut_to(new)
+
+    def _make_room(self, n_tokens: int, t_s: float) -> None:
+        """Cut the window early (by N' at a time) until ``n_tokens`` more and a longest
+        reply fit the backend's cache; the new chunk (ending at ``t_s``) always stays."""
+        cap = getattr(self.model.backend, "max_tokens", None)
+        reserve = self.cfg.max_new_tokens
+        while cap is not None and self.context_tokens + n_tokens + reserve > cap:
+            new = ctx.cut_point(self._window_start, self.cfg.float_window_s)
+            if new >= t_s - ctx.EPS:
+                raise ContextOverflowError(
+                    f"engine: the context ({self.context_tokens} tokens after cutting the video "
+                    f"window) + this chunk ({n_tokens}) + a reply ({reserve}) exceed the cache of "
+                    f"{cap} tokens; reset the session, or lower engine.max_pixels, "
+                    "engine.max_new_tokens or engine.qa_window_groups")
+            self._cut_to(new)
+
+    def _cut_to(self, new: float) -> None:
+        """Move the window start to ``new``: swap in the shadow (or rebuild) and prune."""
         shadow, self._shadow = self._shadow, None
         if shadow is not None and abs(shadow.target_s - new) < ctx.EPS:
             shadow.track.flush()
@@ -222,6 +250,7 @@ class AuraSession:
         q = Layout.clean(question) or None
         key, self._next_key = self._next_key, self._next_key + 1
         seg = self.layout.chunk(feats.grid_hw, q, key)
+        self._make_room(len(seg), chunk.t_s)
         self._chunks[key] = (seg, feats)
         self._rounds.append(ctx.Round(key, chunk.start_s, chunk.t_s, q))
         logits = self._logits(self._live.append(seg, feats))

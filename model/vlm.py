@@ -17,6 +17,7 @@ Contract:
 """
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -95,12 +96,31 @@ def choose_backend(kind: str, hf_model, device: str, max_tokens: int):
     return FastBackend(hf_model, max_tokens=max_tokens, pool_size=4)
 
 
-def context_budget(cfg: EngineConfig) -> int:
-    """An upper bound on a session's context tokens (for backends that preallocate)."""
-    per_chunk = cfg.max_pixels // (2 * 32 * 32) + 32 + 160 + cfg.max_new_tokens
-    window_chunks = int(cfg.video_window_s + cfg.float_window_s) + 2
-    qa = cfg.qa_window_groups * cfg.max_group_rounds * (160 + cfg.max_new_tokens + 16)
-    return 512 + qa + window_chunks * per_chunk
+CHUNK_S = 1.0            # app.sampler.FrameSampler's chunk length (2 frames at 2 fps)
+EXTRA_CHUNKS = 2         # beyond the N + N' seconds: the chunk straddling the start, a partial one
+QUESTION_TOKENS = 64     # allowance per question (typical spoken questions are 5-30 tokens)
+MARGIN = 1.05
+
+
+def context_budget(cfg: EngineConfig, layout) -> int:
+    """Cache size (tokens) for one session's context, derived from the windows.
+
+    ``layout`` is the session's ``model.prompt.Layout`` (exact turn sizes). The video
+    window at its widest (N + N' seconds of 1-s chunks, plus ``EXTRA_CHUNKS``), each chunk
+    at the pixel budget's most visual tokens with a silent turn; the QA window (M groups of
+    one round: question allowance + a longest reply); the current round's question and
+    reply; the system prompt; times ``MARGIN``, rounded up to 256. About 18k tokens at the
+    defaults (the measured peak of a 10-minute stream is ~15.3k). More (partial chunks,
+    long QA groups) does not overflow: the session cuts the window early
+    (``AuraSession``, ``ContextOverflowError`` only when even the QA history cannot fit).
+    """
+    visual = cfg.max_pixels // (2 * 32 * 32)          # 2 x H x W <= max_pixels, 32 x 32 per token
+    chunk = len(layout.chunk((1, 1), None)) - 1 + visual + len(layout.answer(None))
+    reply = len(layout.answer((0,) * cfg.max_new_tokens))
+    chunks = math.ceil((cfg.video_window_s + cfg.float_window_s) / CHUNK_S) + EXTRA_CHUNKS
+    qa = cfg.qa_window_groups * (len(layout.text_turn("")) + QUESTION_TOKENS + reply)
+    need = len(layout.system()) + chunks * chunk + qa + QUESTION_TOKENS + reply
+    return -(-int(need * MARGIN) // 256) * 256
 
 
 class AuraModel:
@@ -143,7 +163,9 @@ class AuraModel:
                                  f"({str(e).splitlines()[0][:160]})") from None
         hf = hf.to(device).eval()
         model = cls(cfg, hf, tok, vproc, device)
-        model.backend = choose_backend(cfg.backend, hf, device, context_budget(cfg))
+        from model.prompt import Layout
+        budget = context_budget(cfg, Layout.for_config(tok, model.specials, cfg))
+        model.backend = choose_backend(cfg.backend, hf, device, budget)
         if type(model.backend).__name__ == "FastBackend":
             from model.fast_vision import FastVision
             model.vision.fast = FastVision(hf, [], auto_prepare=True)
