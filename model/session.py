@@ -272,17 +272,19 @@ class AuraSession:
             cancelled = False
             while True:
                 reply.append(token)
+                last = len(reply) >= self.cfg.max_new_tokens
+                if not last:     # queue the token's forward first: the device computes it
+                    raw = self._live.append_ids((token,))   # while the text goes out
+                    fed = len(reply)
                 delta = stream.push(token)
                 if delta:
                     yield ReplyDelta(self._now(chunk), rid, delta)
-                if len(reply) >= self.cfg.max_new_tokens:
+                if last:
                     break
                 if cancel is not None and cancel():
                     cancelled = True
                     break
-                logits = self._logits(self._live.append_ids((token,)))
-                fed = len(reply)
-                token = self._sampler.pick(logits)
+                token = self._sampler.pick(self._logits(raw))
                 if token in self._stops:
                     break
             self._finish_round(key, tuple(reply), fed)

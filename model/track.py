@@ -6,6 +6,8 @@ deferred text ids (``pending_ids``) and a queue of segments not yet appended.
 ``append(seg, feats)`` prepares a segment (embeddings with the vision features scattered
 in at the video pads, explicit positions, visual mask, deepstack rows) and appends it now,
 returning the last position's logits; ``append_ids(ids)`` does the same for plain text.
+Positions and visual masks stay on the CPU (the backend moves them: the fast one stages
+them through pinned memory, so nothing here waits for the device).
 ``defer_ids(ids)`` takes text ids (an assistant turn's end) whose logits nobody needs: their
 positions are assigned now, but they go into the cache in front of the NEXT append, in the
 same forward (one pass over the weights instead of two; the cache ends up identical).
@@ -77,14 +79,14 @@ class Track:
             embeds = embeds.clone()
             embeds[vision[0]:vision[1]] = feats.embeds.to(embeds.device, embeds.dtype)
             deep = tuple(d.to(embeds.device, embeds.dtype) for d in feats.deepstack)
-        return _Prepared(seg.ids, embeds, positions.to(embeds.device), vision, deep)
+        return _Prepared(seg.ids, embeds, positions, vision, deep)
 
     def _step(self, p: _Prepared, n: int) -> torch.Tensor:
         a, b = p.done, min(len(p.ids), p.done + n)
         va, vb = max(a, p.vision[0]), min(b, p.vision[1])
         mask = deep = None
         if vb > va:
-            mask = torch.zeros(b - a, dtype=torch.bool, device=p.embeds.device)
+            mask = torch.zeros(b - a, dtype=torch.bool)
             mask[va - a:vb - a] = True
             deep = [d[va - p.vision[0]:vb - p.vision[0]] for d in p.deepstack]
         logits = self.backend.append(self.cache, p.embeds[a:b], p.positions[:, a:b], mask, deep)

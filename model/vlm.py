@@ -173,10 +173,16 @@ class AuraModel:
         return model
 
     def embed(self, ids: tuple[int, ...]):
+        """Input embeddings ``(L, hidden)`` on the model's device, without waiting for it:
+        one id is a view of its row; more go up pinned and asynchronously on CUDA."""
         import torch
-        with torch.inference_mode():
-            t = torch.tensor(ids, dtype=torch.long, device=self.hf.device)
-            return self.hf.get_input_embeddings()(t)
+        w = self.hf.get_input_embeddings().weight.detach()
+        if len(ids) == 1:
+            return w[int(ids[0])][None]
+        t = torch.tensor(ids, dtype=torch.long)
+        if w.device.type == "cuda":
+            t = t.pin_memory()
+        return w.index_select(0, t.to(w.device, non_blocking=True))
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
