@@ -135,6 +135,7 @@ class AuraModel:
         self.vision = VisionEncoder(hf_model, video_processor, cfg.max_pixels)
         self.backend = None
         self._exempt: dict[int, bool] = {}
+        self._embed_w = None         # the input embedding matrix (read on first use)
 
     @classmethod
     def load(cls, cfg: EngineConfig, progress: Progress | None = None) -> "AuraModel":
@@ -176,7 +177,9 @@ class AuraModel:
         """Input embeddings ``(L, hidden)`` on the model's device, without waiting for it:
         one id is a view of its row; more go up pinned and asynchronously on CUDA."""
         import torch
-        w = self.hf.get_input_embeddings().weight.detach()
+        if self._embed_w is None:
+            self._embed_w = self.hf.get_input_embeddings().weight.detach()
+        w = self._embed_w
         if len(ids) == 1:
             return w[int(ids[0])][None]
         t = torch.tensor(ids, dtype=torch.long)
