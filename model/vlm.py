@@ -164,14 +164,20 @@ class AuraModel:
                                  f"({str(e).splitlines()[0][:160]})") from None
         hf = hf.to(device).eval()
         model = cls(cfg, hf, tok, vproc, device)
-        from model.prompt import Layout
-        budget = context_budget(cfg, Layout.for_config(tok, model.specials, cfg))
-        model.backend = choose_backend(cfg.backend, hf, device, budget)
-        if type(model.backend).__name__ == "FastBackend":
-            from model.fast_vision import FastVision
-            model.vision.fast = FastVision(hf, [], auto_prepare=True)
+        model.attach_backend()
         say(f"model ready ({type(model.backend).__name__})")
         return model
+
+    def attach_backend(self) -> None:
+        """Pick the LM backend for ``cfg.backend`` (the fast one gets ``context_budget``
+        tokens per cache, 4 caches: a live and a shadow for each of 2 sessions) and, with
+        the fast backend, the graph-captured vision encoder."""
+        from model.prompt import Layout
+        budget = context_budget(self.cfg, Layout.for_config(self.tokenizer, self.specials, self.cfg))
+        self.backend = choose_backend(self.cfg.backend, self.hf, self.device, budget)
+        if type(self.backend).__name__ == "FastBackend":
+            from model.fast_vision import FastVision
+            self.vision.fast = FastVision(self.hf, [], auto_prepare=True)
 
     def embed(self, ids: tuple[int, ...]):
         """Input embeddings ``(L, hidden)`` on the model's device, without waiting for it:
