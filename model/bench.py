@@ -48,16 +48,12 @@ def pct(values, q):
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else None
 
 
-class Bench:
-    def __init__(self, args):
-        import torch
-        self.torch, self.args = torch, args
-        self.dev = torch.device(args.device)
-        self.dtype = torch.float32 if args.tiny else torch.bfloat16
-        self.res: dict = {"errors": []}
-        self.out = Path(args.out)
+class Sections:
+    """Results in ``self.res`` written to ``self.out`` as JSON after every section; a failed
+    section is printed with its traceback and listed under ``res["errors"]``."""
+    res: dict
+    out: Path
 
-    # ------------------------------------------------------------------ plumbing
     def save(self) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(self.res, indent=1, default=float), encoding="utf-8")
@@ -69,10 +65,21 @@ class Bench:
             fn()
         except Exception:                # reported, recorded, exit code 1: not swallowed
             traceback.print_exc()
-            self.res["errors"].append({"section": name, "error": traceback.format_exc(limit=4)})
+            self.res["errors"].append({"section": name, "error": traceback.format_exc(limit=6)})
         self.res.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
         self.save()
 
+
+class Bench(Sections):
+    def __init__(self, args):
+        import torch
+        self.torch, self.args = torch, args
+        self.dev = torch.device(args.device)
+        self.dtype = torch.float32 if args.tiny else torch.bfloat16
+        self.res: dict = {"errors": []}
+        self.out = Path(args.out)
+
+    # ------------------------------------------------------------------ plumbing
     def sync(self) -> None:
         if self.dev.type == "cuda":
             self.torch.cuda.synchronize()
