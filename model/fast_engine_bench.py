@@ -159,7 +159,7 @@ class _Runner:
                 break
             ask = self.session.context_tokens >= min_context
             s = self.step(k, QUESTION if ask else None, None)
-            if ask and s["reply"] and s["reply"][0] >= 8:
+            if ask and s["context"] >= min_context and s["reply"] and s["reply"][0] >= 8:   # no cut
                 n, ms = s["reply"]
                 fed = n - 1 if n == max_new else n
                 out.append({"context_tokens": s["context"], "tokens": n, "forwards": fed,

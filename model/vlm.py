@@ -96,6 +96,7 @@ def choose_backend(kind: str, hf_model, device: str, max_tokens: int):
     return FastBackend(hf_model, max_tokens=max_tokens, pool_size=4)
 
 
+WARM_FRAME_SIZES = ((480, 640), (720, 1280))   # (h, w) of the usual webcams
 CHUNK_S = 1.0            # app.sampler.FrameSampler's chunk length (2 frames at 2 fps)
 EXTRA_CHUNKS = 2         # beyond the N + N' seconds: the chunk straddling the start, a partial one
 QUESTION_TOKENS = 64     # allowance per question (typical spoken questions are 5-30 tokens)
@@ -171,13 +172,15 @@ class AuraModel:
     def attach_backend(self) -> None:
         """Pick the LM backend for ``cfg.backend`` (the fast one gets ``context_budget``
         tokens per cache, 4 caches: a live and a shadow for each of 2 sessions) and, with
-        the fast backend, the graph-captured vision encoder."""
+        the fast backend, the graph-captured vision encoder, warmed up for the usual camera
+        sizes (``WARM_FRAME_SIZES``; another size is captured on its first chunk, ~0.4 s)."""
         from model.prompt import Layout
         budget = context_budget(self.cfg, Layout.for_config(self.tokenizer, self.specials, self.cfg))
         self.backend = choose_backend(self.cfg.backend, self.hf, self.device, budget)
         if type(self.backend).__name__ == "FastBackend":
             from model.fast_vision import FastVision
-            self.vision.fast = FastVision(self.hf, [], auto_prepare=True)
+            grids = [self.vision.prep.grid_for(h, w) for h, w in WARM_FRAME_SIZES]
+            self.vision.fast = FastVision(self.hf, grids, auto_prepare=True)
 
     def embed(self, ids: tuple[int, ...]):
         """Input embeddings ``(L, hidden)`` on the model's device, without waiting for it:

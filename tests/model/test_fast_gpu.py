@@ -71,9 +71,10 @@ def test_vision_graph_matches_hf(model):
 
 
 def test_device_pixels_on_gpu_match_cpu():
-    """Guards the engine's CUDA pixel path (pinned async upload, resize, normalise, patches):
-    without a resize the rows equal the CPU ones; with one (720p -> 704x384) bicubic may
-    round a few levels the other way, never by more than one level."""
+    """Guards the engine's CUDA pixel path (pinned async upload through a reused staging
+    buffer, resize, normalise, patches): without a resize the rows equal the CPU ones; with
+    one (720p) bicubic may round a few levels the other way, never by more than one level;
+    reusing the staging buffer never alters an earlier chunk's rows."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     import numpy as np
@@ -92,3 +93,8 @@ def test_device_pixels_on_gpu_match_cpu():
             assert (pc - pg.cpu()).abs().max().item() <= 1e-6
         else:
             assert levels.max().item() <= 1 and (levels > 0).float().mean().item() < 1e-3
+    # the pinned staging buffer is reused: an earlier chunk's rows must not change
+    a, b = (tuple(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(2)) for _ in range(2))
+    rows_a = gpu.prepare(a)[0]
+    gpu.prepare(b)
+    assert (rows_a.cpu() - cpu.prepare(a)[0]).abs().max().item() <= 1e-6

@@ -47,6 +47,7 @@ def test_encoder_uses_device_pixels(tiny_model):
     pix, grid = tiny_model.vision.pixels(frames)
     ref, _ = _processor_pixels(tiny_model.vision.proc, tiny_model.vision.prep.fitted(frames))
     assert grid.tolist() == [[1, 30, 40]] and torch.equal(pix, ref)
+    assert tiny_model.vision.prep.grid_for(480, 640) == (1, 30, 40)      # what the loader warms up
 
 
 def test_bad_frames_are_refused_before_any_work():
