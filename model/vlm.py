@@ -13,7 +13,11 @@ Contract:
 * ``embed(ids)`` input embeddings ``(L, hidden)``; ``vision.encode(frames)`` chunk features.
 * ``choose_backend(kind, hf_model, device, max_tokens)`` picks the LMBackend: "reference"
   (model/reference.py), "fast" (model/fast.py ``FastBackend(hf_model, max_tokens=...)``,
-  CUDA only) or "auto" (fast on CUDA when model/fast.py imports, else reference).
+  CUDA only) or "auto" (fast on CUDA when model/fast.py imports, else reference);
+  ``attach_backend()`` is the loader's use of it (also for benchmarks that build the HF
+  model themselves).
+* ``context_budget(cfg, layout)`` tokens per preallocated cache, derived from the windows
+  (its docstring; the session never overflows it, model/session.py).
 """
 from __future__ import annotations
 
