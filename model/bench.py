@@ -7,14 +7,21 @@ Contract: builds a random-weight bf16 Qwen3-VL in the real 8B shape (``--config`
 the shared ``qwen3vl8b_config.json``), then runs, in order: the HBM copy bandwidth (decode
 floor), the plain-transformers baseline (``model.fast_baseline``), the fast path's set-up
 (``FastBackend`` + ``FastVision``: compile and graph capture, timed), kernel checks at the
-real dimensions, the 8B agreement check (``model.fast_checks.agreement``), the AURA stream
-for ``--minutes`` of stream time (``model.fast_stream``: 1-s chunks of 640x480 = 300 visual
-tokens, vision encoder per chunk, a question every 30 s, window cuts with the shadow rebuilt
-in idle time), decode ms/token at >= 15k tokens of context, vision encoder timings and
-optionally micro-benchmarks. Writes JSON (the issue's keys and every detail) after each
-section, so a failed section still leaves the others; a failed section is printed with
-its traceback, listed under ``errors`` and makes the exit code 1. Prints a table last.
-The stream runs back to back (not paced in real time); the idle work of each second is
+real dimensions, the 8B agreement check (``model.fast_checks.agreement``), the benchmark's
+own AURA stream harness for ``--minutes`` of stream time, strict and with folded turn ends
+(``model.fast_stream``: 1-s chunks of 640x480 = 300 visual tokens, vision encoder per
+chunk, a question every 30 s, window cuts with the shadow rebuilt in idle time), the
+ENGINE's stream (``model.fast_engine_bench``: the real ``AuraSession`` on the same fast
+backend, then its decode at >= ``--engine-decode-context`` tokens), the backend's own
+decode loop at >= 15k tokens, vision encoder timings and optionally micro-benchmarks.
+
+The headline keys (``decode_ms_per_token``, ``chunk_step_p50_ms``, ``chunk_step_p99_ms``,
+``chunk_step_max_ms``, ``question_ttft_ms``) are the engine's (``headline_source``); the
+harness's are ``harness_strict_*`` / ``harness_folded_*``, the backend loop's decode
+``backend_decode_ms_per_token``. Writes JSON after each section, so a failed section still
+leaves the others; a failed section is printed with its traceback, listed under
+``errors`` and makes the exit code 1. Prints a table last (``model.bench_report``).
+The streams run back to back (not paced in real time); the idle work of each second is
 timed and checked against the second it must fit in.
 """
 from __future__ import annotations
@@ -41,16 +48,12 @@ def pct(values, q):
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else None
 
 
-class Bench:
-    def __init__(self, args):
-        import torch
-        self.torch, self.args = torch, args
-        self.dev = torch.device(args.device)
-        self.dtype = torch.float32 if args.tiny else torch.bfloat16
-        self.res: dict = {"errors": []}
-        self.out = Path(args.out)
+class Sections:
+    """Results in ``self.res`` written to ``self.out`` as JSON after every section; a failed
+    section is printed with its traceback and listed under ``res["errors"]``."""
+    res: dict
+    out: Path
 
-    # ------------------------------------------------------------------ plumbing
     def save(self) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(self.res, indent=1, default=float), encoding="utf-8")
@@ -62,10 +65,21 @@ class Bench:
             fn()
         except Exception:                # reported, recorded, exit code 1: not swallowed
             traceback.print_exc()
-            self.res["errors"].append({"section": name, "error": traceback.format_exc(limit=4)})
+            self.res["errors"].append({"section": name, "error": traceback.format_exc(limit=6)})
         self.res.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
         self.save()
 
+
+class Bench(Sections):
+    def __init__(self, args):
+        import torch
+        self.torch, self.args = torch, args
+        self.dev = torch.device(args.device)
+        self.dtype = torch.float32 if args.tiny else torch.bfloat16
+        self.res: dict = {"errors": []}
+        self.out = Path(args.out)
+
+    # ------------------------------------------------------------------ plumbing
     def sync(self) -> None:
         if self.dev.type == "cuda":
             self.torch.cuda.synchronize()
@@ -229,23 +243,34 @@ class Bench:
             st.update(mem_alloc_min_gb=min(m), mem_alloc_max_gb=max(m),
                       mem_alloc_max_first_half_gb=max(m[:half]), mem_alloc_max_second_half_gb=max(m[half - 1:]))
             self.res["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
-        r = self.res
-        if fold:
-            r["stream_folded"] = st
-            r.update(chunk_step_folded_p50_ms=st["chunk_step_p50_ms"], chunk_step_folded_p99_ms=st["chunk_step_p99_ms"],
-                     chunk_step_folded_max_ms=st["chunk_step_max_ms"])
-        else:
-            r["stream"] = st
-            r.update(chunk_step_p50_ms=st["chunk_step_p50_ms"], chunk_step_p99_ms=st["chunk_step_p99_ms"],
-                     chunk_step_max_ms=st["chunk_step_max_ms"], question_ttft_ms=st["question_ttft_p50_ms"])
+        mode = "folded" if fold else "strict"
+        self.res["stream_folded" if fold else "stream"] = st
+        self.res.update({f"harness_{mode}_chunk_step_p50_ms": st["chunk_step_p50_ms"],
+                         f"harness_{mode}_chunk_step_p99_ms": st["chunk_step_p99_ms"],
+                         f"harness_{mode}_chunk_step_max_ms": st["chunk_step_max_ms"],
+                         f"harness_{mode}_question_ttft_ms": st["question_ttft_p50_ms"]})
 
     def engine(self) -> None:
-        from model.fast_engine_bench import run_engine_stream
-        r = run_engine_stream(self.model, self.fast, self.vision, minutes=self.args.minutes,
-                              idle_budget_ms=self.args.idle_budget_ms)
+        """The headline: the engine's AuraSession on this FastBackend + FastVision."""
+        import dataclasses
+
+        from app.config import EngineConfig
+        from model.fast_engine_bench import engine_model, run_engine_stream
+        from model.prompt import Layout
+        from model.vlm import context_budget
+        model = engine_model(self.model, max_new_tokens=self.args.engine_reply_max)
+        model.backend, model.vision.fast = self.fast, self.vision
+        r = run_engine_stream(model, minutes=self.args.minutes, idle_budget_ms=self.args.idle_budget_ms,
+                              decode_min_context=self.args.engine_decode_context)
+        app_cfg = dataclasses.replace(model.cfg, max_new_tokens=EngineConfig().max_new_tokens)
+        budget = context_budget(app_cfg, Layout.for_config(model.tokenizer, model.specials, app_cfg))
+        r.update(engine_cache_tokens=budget, engine_cache_gb_4_caches=round(4 * budget * self.kv_bytes_per_token / 1e9, 2))
         self.res["engine"] = r
-        self.res.update(engine_chunk_step_p50_ms=r["chunk_step_p50_ms"], engine_chunk_step_p99_ms=r["chunk_step_p99_ms"],
-                        engine_chunk_step_max_ms=r["chunk_step_max_ms"], engine_question_ttft_ms=r["question_ttft_p50_ms"])
+        self.res.update(headline_source="engine: model.session.AuraSession, FastBackend + FastVision",
+                        decode_ms_per_token=r["decode_ms_per_token_p50"],
+                        decode_context_tokens=r["decode_context_tokens_min"],
+                        chunk_step_p50_ms=r["chunk_step_p50_ms"], chunk_step_p99_ms=r["chunk_step_p99_ms"],
+                        chunk_step_max_ms=r["chunk_step_max_ms"], question_ttft_ms=r["question_ttft_p50_ms"])
         if self.dev.type == "cuda":
             self.res["peak_mem_gb"] = round(self.torch.cuda.max_memory_allocated() / 1e9, 2)
 
@@ -262,8 +287,8 @@ class Bench:
             finally:
                 f.release(c)
         self.res["decode"] = out
-        self.res["decode_ms_per_token"] = out[0]["ms_per_token_p50"] if out else None
-        self.res["decode_context_tokens"] = out[0]["context_tokens"] if out else None
+        self.res["backend_decode_ms_per_token"] = out[0]["ms_per_token_p50"] if out else None
+        self.res["backend_decode_context_tokens"] = out[0]["context_tokens"] if out else None
 
     def _decode_at(self, c, ctx, emb_w) -> dict:
         """Fill cache ``c`` to ``ctx`` tokens, then time greedy decode as an engine runs it."""
@@ -317,39 +342,6 @@ class Bench:
         if self.dev.type == "cuda":
             self.res["micro"] = run_micro(self.fast, self.vision)
 
-    # ------------------------------------------------------------------ report
-    def table(self) -> str:
-        r = self.res
-        rows = [("decode ms/token (>=15k ctx)", r.get("decode_ms_per_token"), r.get("baseline_decode_ms_per_token"), 6.5),
-                ("chunk step p50 ms", r.get("chunk_step_p50_ms"), r.get("baseline_chunk_step_p50_ms"), 25),
-                ("chunk step p99 ms", r.get("chunk_step_p99_ms"), None, 50),
-                ("chunk step max ms", r.get("chunk_step_max_ms"), (r.get("baseline") or {}).get("chunk_step_max_ms"), None),
-                ("chunk step p50, turn ends folded", r.get("chunk_step_folded_p50_ms"), r.get("baseline_chunk_step_p50_ms"), 25),
-                ("chunk step p99, turn ends folded", r.get("chunk_step_folded_p99_ms"), None, 50),
-                ("question TTFT ms", r.get("question_ttft_ms"), None, 40),
-                ("engine AuraSession: chunk step p50", r.get("engine_chunk_step_p50_ms"), r.get("baseline_chunk_step_p50_ms"), 25),
-                ("engine AuraSession: chunk step p99", r.get("engine_chunk_step_p99_ms"), None, 50),
-                ("engine AuraSession: question TTFT", r.get("engine_question_ttft_ms"), None, 40),
-                ("cut step max ms (base: recompute)", max((r.get("stream") or {}).get("silent_cut_step_ms") or [0]) or None,
-                 (r.get("baseline") or {}).get("window_cut_recompute_ms"), None),
-                ("HBM floor ms/token", r.get("hbm_floor_ms_per_token"), None, None),
-                ("peak GPU memory GB", r.get("peak_mem_gb"), r.get("baseline_peak_mem_gb"), None)]
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        lines = [f"{r.get('device')}  {r.get('date')}",
-                 f"{'':34s}{'fast':>10s}{'baseline':>10s}{'ratio':>8s}{'target':>8s}"]
-        for name, a, b, tgt in rows:
-            ratio = f"{b / a:.1f}x" if a and b else "-"
-            lines.append(f"{name:34s}{fmt(a):>10s}{fmt(b):>10s}{ratio:>8s}{fmt(tgt):>8s}")
-        ag = r.get("agreement") or {}
-        if ag:
-            lines.append(f"8B agreement (teacher-forced, same cache): {ag['teacher_forced_agree']}/"
-                         f"{ag['teacher_forced_steps']} (sdpa vs eager reference: {ag['reference_sdpa_vs_eager_agree']}; "
-                         f"{ag['near_tie_steps']} near-ties); free run identical for {ag['free_run_same_tokens']} tokens")
-        if r["errors"]:
-            lines.append("FAILED SECTIONS: " + ", ".join(e["section"] for e in r["errors"]))
-        return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="stream time to simulate (1 chunk per second)")
@@ -369,10 +361,14 @@ def main(argv=None) -> int:
     ap.add_argument("--idle-budget-ms", type=float, default=600.0)
     ap.add_argument("--kernel-options", default="", help='JSON for TritonOps, e.g. {"decode_splits": 64}')
     ap.add_argument("--micro", action="store_true", help="also run kernel micro-benchmarks")
+    ap.add_argument("--engine-reply-max", type=int, default=64, help="engine max_new_tokens (decode samples)")
+    ap.add_argument("--engine-decode-context", type=int, default=14000,
+                    help="engine decode is timed once the context holds this many tokens")
     args = ap.parse_args(argv)
     if args.config and not args.tiny and not Path(args.config).is_file():
         print(f"--config: no such file: {args.config}", file=sys.stderr)
         return 2
+    from model.bench_report import table
     b = Bench(args)
     plan = [("env", b.env), ("build", b.build), ("hbm", b.hbm)]
     plan += [] if args.skip_baseline else [("baseline", b.baseline)]
@@ -384,7 +380,7 @@ def main(argv=None) -> int:
         b.section(name, fn)
         if name in ("build", "setup") and b.res["errors"]:
             break
-    print(b.table(), flush=True)
+    print(table(b.res), flush=True)
     return 1 if b.res["errors"] else 0
 
 

@@ -98,6 +98,13 @@ class Layout:
         self._assistant_header = (specials.im_start, *self._encode("assistant\n"))
         self._turn_end = (specials.im_end, *self._nl)
 
+    @classmethod
+    def for_config(cls, tokenizer, specials: Specials, cfg) -> "Layout":
+        """The layout an engine config asks for (``cfg``: an ``app.config.EngineConfig``):
+        its system prompt plus the optional language instruction, its timestamp label."""
+        system = cfg.system_prompt + (f" Respond in {cfg.language}." if cfg.language else "")
+        return cls(tokenizer, specials, system, cfg.chunk_timestamp_s)
+
     def _encode(self, text: str, user: bool = False) -> tuple[int, ...]:
         if not text:
             return ()

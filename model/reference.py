@@ -28,9 +28,10 @@ class ReferenceBackend:
                visual_mask: torch.Tensor | None = None,
                deepstack: list[torch.Tensor] | None = None) -> torch.Tensor:
         has_visual = visual_mask is not None and bool(visual_mask.any()) and deepstack
-        out = self.lm(inputs_embeds=embeds[None], position_ids=position_ids[:, None, :],
+        dev = embeds.device
+        out = self.lm(inputs_embeds=embeds[None], position_ids=position_ids[:, None, :].to(dev),
                       past_key_values=cache, use_cache=True,
-                      visual_pos_masks=visual_mask[None] if has_visual else None,
+                      visual_pos_masks=visual_mask[None].to(dev) if has_visual else None,
                       deepstack_visual_embeds=list(deepstack) if has_visual else None)
         return self.head(out.last_hidden_state[0, -1]).float()
 

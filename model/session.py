@@ -14,9 +14,18 @@ Contract (the orchestrator's; one engine thread drives a session):
 * ``maintain(budget_s) -> bool`` spends up to ``budget_s`` seconds building the shadow
   cache for the next window cut; True if shadow work remains.
 * ``reset()`` empties the context (same model); ``close()`` frees the caches.
-* ``context_tokens``: tokens in the live cache; ``context_ids()``: those ids;
+* ``context_tokens``: tokens of the live context; ``context_ids()``: those ids;
   ``next_token_logits()`` the raw logits that follow them; ``plan_segments(start)`` the
   context a fresh run would build (for dumps and the equivalence tests).
+
+Folded turn ends (``fold_turn_end=True``, the default): the end of an assistant turn
+(``<|silent|><|im_end|>\n`` of a silent turn, the ``<|im_end|>\n`` of a reply, plus a last
+reply token not fed yet) needs no logits, so it is deferred on the live track
+(``Track.defer_ids``) and goes into the cache in the same forward as the next chunk's user
+turn: one pass over the weights per step instead of two. Readers see the same context as
+without folding: ``context_ids``/``context_tokens`` include the deferred ids,
+``next_token_logits`` flushes them first; a window cut drops them with the old cache (the
+shadow holds every finished turn in full); ``reset``/``close`` discard the cache anyway.
 
 Window cuts (model/context.py): vision features are computed once per chunk and kept while
 the chunk is in the video window. Once a completed round ends after the next cut point,
@@ -26,6 +35,12 @@ round by round; ``maintain`` appends it in slices. At the cut, pending shadow wo
 finished synchronously (correct even if ``maintain`` never ran), the shadow becomes the
 live cache and the old one is released. The live cache then equals a fresh run over the
 new context (tests/model/test_equivalence.py).
+
+Cache size: a backend with a fixed cache (``backend.max_tokens``, the fast one: sized by
+``model.vlm.context_budget``) never overflows: before a chunk is appended, if it and a
+longest reply would not fit, the window is cut early by N' (repeatedly if needed; the
+shadow built for the next cut serves the first one). Only when even the context without
+any earlier chunk does not fit does the step raise ``ContextOverflowError`` (one line).
 
 Event times: with a ``clock`` the reply events carry ``clock.now()``; without one all
 events of a step carry ``chunk.t_s``. ``reply_id`` is ``f"{session_id}-r{n}"``.
@@ -46,6 +61,11 @@ from model.track import Track
 from model.vision import VisionFeatures
 
 
+class ContextOverflowError(RuntimeError):
+    """The context cannot fit the backend's cache even with the video window cut early
+    (``str(e)`` is one line; call ``reset()``)."""
+
+
 @dataclass(eq=False)
 class _Shadow:
     target_s: float                  # the window start it is being built for
@@ -54,14 +74,14 @@ class _Shadow:
 
 
 class AuraSession:
-    def __init__(self, model, session_id: str, clock=None):
+    def __init__(self, model, session_id: str, clock=None, fold_turn_end: bool = True):
         self.model = model
+        self.fold_turn_end = bool(fold_turn_end)
         self.session_id = session_id
         self.cfg = model.cfg
         self._clock = clock
         sp = model.specials
-        system = self.cfg.system_prompt + (f" Respond in {self.cfg.language}." if self.cfg.language else "")
-        self.layout = Layout(model.tokenizer, sp, system, self.cfg.chunk_timestamp_s)
+        self.layout = Layout.for_config(model.tokenizer, sp, self.cfg)
         self._banned = torch.tensor(sorted(sp.structural), dtype=torch.long, device=model.device)
         self._stops = (sp.im_end, sp.silent)
         self._active = None
@@ -93,17 +113,19 @@ class AuraSession:
 
     @property
     def context_tokens(self) -> int:
-        return self._live.n_tokens if self._live else 0
+        return self._live.n_tokens + len(self._live.pending_ids) if self._live else 0
 
     def context_ids(self) -> list[int]:
-        return list(self._live.ids) if self._live else []
+        return [*self._live.ids, *self._live.pending_ids] if self._live else []
 
     @property
     def window_start_s(self) -> float | None:
         return self._window_start
 
     def next_token_logits(self) -> torch.Tensor:
-        """The live cache's raw logits for the token after ``context_ids()`` (a copy)."""
+        """The live cache's raw logits for the token after ``context_ids()`` (a copy);
+        deferred turn-end ids are appended first."""
+        self._live.flush()
         return self._live.last_logits.clone()
 
     def reset(self) -> None:
@@ -135,8 +157,26 @@ class AuraSession:
     def _cut_if_due(self, t_s: float) -> None:
         start = self._window_start
         new = ctx.advance_window(start, t_s, self.cfg.video_window_s, self.cfg.float_window_s)
-        if new == start:
-            return
+        if new != start:
+            self._cut_to(new)
+
+    def _make_room(self, n_tokens: int, t_s: float) -> None:
+        """Cut the window early (by N' at a time) until ``n_tokens`` more and a longest
+        reply fit the backend's cache; the new chunk (ending at ``t_s``) always stays."""
+        cap = getattr(self.model.backend, "max_tokens", None)
+        reserve = self.cfg.max_new_tokens
+        while cap is not None and self.context_tokens + n_tokens + reserve > cap:
+            new = ctx.cut_point(self._window_start, self.cfg.float_window_s)
+            if new >= t_s - ctx.EPS:
+                raise ContextOverflowError(
+                    f"engine: the context ({self.context_tokens} tokens after cutting the video "
+                    f"window) + this chunk ({n_tokens}) + a reply ({reserve}) exceed the cache of "
+                    f"{cap} tokens; reset the session, or lower engine.max_pixels, "
+                    "engine.max_new_tokens or engine.qa_window_groups")
+            self._cut_to(new)
+
+    def _cut_to(self, new: float) -> None:
+        """Move the window start to ``new``: swap in the shadow (or rebuild) and prune."""
         shadow, self._shadow = self._shadow, None
         if shadow is not None and abs(shadow.target_s - new) < ctx.EPS:
             shadow.track.flush()
@@ -210,6 +250,7 @@ class AuraSession:
         q = Layout.clean(question) or None
         key, self._next_key = self._next_key, self._next_key + 1
         seg = self.layout.chunk(feats.grid_hw, q, key)
+        self._make_room(len(seg), chunk.t_s)
         self._chunks[key] = (seg, feats)
         self._rounds.append(ctx.Round(key, chunk.start_s, chunk.t_s, q))
         logits = self._logits(self._live.append(seg, feats))
@@ -231,17 +272,19 @@ class AuraSession:
             cancelled = False
             while True:
                 reply.append(token)
+                last = len(reply) >= self.cfg.max_new_tokens
+                if not last:     # queue the token's forward first: the device computes it
+                    raw = self._live.append_ids((token,))   # while the text goes out
+                    fed = len(reply)
                 delta = stream.push(token)
                 if delta:
                     yield ReplyDelta(self._now(chunk), rid, delta)
-                if len(reply) >= self.cfg.max_new_tokens:
+                if last:
                     break
                 if cancel is not None and cancel():
                     cancelled = True
                     break
-                logits = self._logits(self._live.append_ids((token,)))
-                fed = len(reply)
-                token = self._sampler.pick(logits)
+                token = self._sampler.pick(self._logits(raw))
                 if token in self._stops:
                     break
             self._finish_round(key, tuple(reply), fed)
@@ -252,9 +295,13 @@ class AuraSession:
                 self._finish_round(key, tuple(reply) if not silent else None, fed)
 
     def _finish_round(self, key: int, answer: tuple[int, ...] | None, fed: int) -> None:
-        """Append the assistant turn (minus the ``fed`` reply tokens already in the cache)."""
+        """Append the assistant turn (minus the ``fed`` reply tokens already in the cache);
+        with folding it is deferred into the next append."""
         seg = self.layout.answer(answer)
-        self._live.append_ids(seg.ids[fed:])
+        if self.fold_turn_end:
+            self._live.defer_ids(seg.ids[fed:])
+        else:
+            self._live.append_ids(seg.ids[fed:])
         self._rounds[-1] = replace(self._rounds[-1], answer=answer, done=True)
         self._turns.append(answer or ())
         self._grow_shadow()

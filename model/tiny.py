@@ -134,6 +134,7 @@ def _session_states(model, tok, out_dir: Path, frames_seed: int):
     from app.config import EngineConfig
     from app.events import VideoChunk
     from model.reference import ReferenceBackend
+    from model.session import AuraSession
     from model.vlm import AuraModel
     cfg = EngineConfig(model=str(out_dir), device="cpu", video_window_s=CALIBRATION_WINDOWS[0],
                        float_window_s=CALIBRATION_WINDOWS[1], max_new_tokens=5)
@@ -145,7 +146,8 @@ def _session_states(model, tok, out_dir: Path, frames_seed: int):
     rng = np.random.default_rng(frames_seed)
     dec, rep = [], []
     try:
-        session = aura.new_session("calibration")
+        # turn ends unfolded: each is a forward of its own (the slicing below relies on it)
+        session = AuraSession(aura, "calibration", fold_turn_end=False)
         for i in range(CALIBRATION_STEPS):
             frames = tuple(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
             before = len(grabbed)

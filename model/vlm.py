@@ -13,10 +13,15 @@ Contract:
 * ``embed(ids)`` input embeddings ``(L, hidden)``; ``vision.encode(frames)`` chunk features.
 * ``choose_backend(kind, hf_model, device, max_tokens)`` picks the LMBackend: "reference"
   (model/reference.py), "fast" (model/fast.py ``FastBackend(hf_model, max_tokens=...)``,
-  CUDA only) or "auto" (fast on CUDA when model/fast.py imports, else reference).
+  CUDA only) or "auto" (fast on CUDA when model/fast.py imports, else reference);
+  ``attach_backend()`` is the loader's use of it (also for benchmarks that build the HF
+  model themselves).
+* ``context_budget(cfg, layout)`` tokens per preallocated cache, derived from the windows
+  (its docstring; the session never overflows it, model/session.py).
 """
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -95,12 +100,32 @@ def choose_backend(kind: str, hf_model, device: str, max_tokens: int):
     return FastBackend(hf_model, max_tokens=max_tokens, pool_size=4)
 
 
-def context_budget(cfg: EngineConfig) -> int:
-    """An upper bound on a session's context tokens (for backends that preallocate)."""
-    per_chunk = cfg.max_pixels // (2 * 32 * 32) + 32 + 160 + cfg.max_new_tokens
-    window_chunks = int(cfg.video_window_s + cfg.float_window_s) + 2
-    qa = cfg.qa_window_groups * cfg.max_group_rounds * (160 + cfg.max_new_tokens + 16)
-    return 512 + qa + window_chunks * per_chunk
+WARM_FRAME_SIZES = ((480, 640), (720, 1280))   # (h, w) of the usual webcams
+CHUNK_S = 1.0            # app.sampler.FrameSampler's chunk length (2 frames at 2 fps)
+EXTRA_CHUNKS = 2         # beyond the N + N' seconds: the chunk straddling the start, a partial one
+QUESTION_TOKENS = 64     # allowance per question (typical spoken questions are 5-30 tokens)
+MARGIN = 1.05
+
+
+def context_budget(cfg: EngineConfig, layout) -> int:
+    """Cache size (tokens) for one session's context, derived from the windows.
+
+    ``layout`` is the session's ``model.prompt.Layout`` (exact turn sizes). The video
+    window at its widest (N + N' seconds of 1-s chunks, plus ``EXTRA_CHUNKS``), each chunk
+    at the pixel budget's most visual tokens with a silent turn; the QA window (M groups of
+    one round: question allowance + a longest reply); the current round's question and
+    reply; the system prompt; times ``MARGIN``, rounded up to 256. About 18k tokens at the
+    defaults (the measured peak of a 10-minute stream is ~15.3k). More (partial chunks,
+    long QA groups) does not overflow: the session cuts the window early
+    (``AuraSession``, ``ContextOverflowError`` only when even the QA history cannot fit).
+    """
+    visual = cfg.max_pixels // (2 * 32 * 32)          # 2 x H x W <= max_pixels, 32 x 32 per token
+    chunk = len(layout.chunk((1, 1), None)) - 1 + visual + len(layout.answer(None))
+    reply = len(layout.answer((0,) * cfg.max_new_tokens))
+    chunks = math.ceil((cfg.video_window_s + cfg.float_window_s) / CHUNK_S) + EXTRA_CHUNKS
+    qa = cfg.qa_window_groups * (len(layout.text_turn("")) + QUESTION_TOKENS + reply)
+    need = len(layout.system()) + chunks * chunk + qa + QUESTION_TOKENS + reply
+    return -(-int(need * MARGIN) // 256) * 256
 
 
 class AuraModel:
@@ -115,6 +140,7 @@ class AuraModel:
         self.vision = VisionEncoder(hf_model, video_processor, cfg.max_pixels)
         self.backend = None
         self._exempt: dict[int, bool] = {}
+        self._embed_w = None         # the input embedding matrix (read on first use)
 
     @classmethod
     def load(cls, cfg: EngineConfig, progress: Progress | None = None) -> "AuraModel":
@@ -143,18 +169,36 @@ class AuraModel:
                                  f"({str(e).splitlines()[0][:160]})") from None
         hf = hf.to(device).eval()
         model = cls(cfg, hf, tok, vproc, device)
-        model.backend = choose_backend(cfg.backend, hf, device, context_budget(cfg))
-        if type(model.backend).__name__ == "FastBackend":
-            from model.fast_vision import FastVision
-            model.vision.fast = FastVision(hf, [], auto_prepare=True)
+        model.attach_backend()
         say(f"model ready ({type(model.backend).__name__})")
         return model
 
+    def attach_backend(self) -> None:
+        """Pick the LM backend for ``cfg.backend`` (the fast one gets ``context_budget``
+        tokens per cache, 4 caches: a live and a shadow for each of 2 sessions) and, with
+        the fast backend, the graph-captured vision encoder, warmed up for the usual camera
+        sizes (``WARM_FRAME_SIZES``; another size is captured on its first chunk, ~0.4 s)."""
+        from model.prompt import Layout
+        budget = context_budget(self.cfg, Layout.for_config(self.tokenizer, self.specials, self.cfg))
+        self.backend = choose_backend(self.cfg.backend, self.hf, self.device, budget)
+        if type(self.backend).__name__ == "FastBackend":
+            from model.fast_vision import FastVision
+            grids = [self.vision.prep.grid_for(h, w) for h, w in WARM_FRAME_SIZES]
+            self.vision.fast = FastVision(self.hf, grids, auto_prepare=True)
+
     def embed(self, ids: tuple[int, ...]):
+        """Input embeddings ``(L, hidden)`` on the model's device, without waiting for it:
+        one id is a view of its row; more go up pinned and asynchronously on CUDA."""
         import torch
-        with torch.inference_mode():
-            t = torch.tensor(ids, dtype=torch.long, device=self.hf.device)
-            return self.hf.get_input_embeddings()(t)
+        if self._embed_w is None:
+            self._embed_w = self.hf.get_input_embeddings().weight.detach()
+        w = self._embed_w
+        if len(ids) == 1:
+            return w[int(ids[0])][None]
+        t = torch.tensor(ids, dtype=torch.long)
+        if w.device.type == "cuda":
+            t = t.pin_memory()
+        return w.index_select(0, t.to(w.device, non_blocking=True))
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -68,3 +68,33 @@ def test_vision_graph_matches_hf(model):
         e_ref, ds_ref = hf_video_features(model.model, pix, (1, 6, 8))
         assert (e - e_ref).abs().max().item() <= 1e-4
         assert all((a - b).abs().max().item() <= 1e-4 for a, b in zip(ds, ds_ref))
+
+
+def test_device_pixels_on_gpu_match_cpu():
+    """Guards the engine's CUDA pixel path (pinned async upload through a reused staging
+    buffer, resize, normalise, patches): without a resize the rows equal the CPU ones; with
+    one (720p) bicubic may round a few levels the other way, never by more than one level;
+    reusing the staging buffer never alters an earlier chunk's rows."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import numpy as np
+    from transformers import Qwen3VLVideoProcessor
+
+    from model.pixels import ChunkPixels
+    proc = Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
+    cpu, gpu = ChunkPixels(proc, 614_400, "cpu"), ChunkPixels(proc, 614_400, "cuda")
+    rng = np.random.default_rng(0)
+    for size in ((480, 640), (720, 1280)):
+        frames = tuple(rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(2))
+        (pc, gc), (pg, gg) = cpu.prepare(frames), gpu.prepare(frames)
+        assert pg.device.type == "cuda" and torch.equal(gc, gg)
+        levels = (cpu.fitted(frames) - gpu.fitted(frames).cpu()).abs()
+        if size == (480, 640):
+            assert (pc - pg.cpu()).abs().max().item() <= 1e-6
+        else:
+            assert levels.max().item() <= 1 and (levels > 0).float().mean().item() < 1e-3
+    # the pinned staging buffer is reused: an earlier chunk's rows must not change
+    a, b = (tuple(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(2)) for _ in range(2))
+    rows_a = gpu.prepare(a)[0]
+    gpu.prepare(b)
+    assert (rows_a.cpu() - cpu.prepare(a)[0]).abs().max().item() <= 1e-6

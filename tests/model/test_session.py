@@ -149,3 +149,33 @@ def test_allow_speak_false_records_silence(tiny_model):
     assert events[0].p_silent == first.p_silent
     assert muted.context_ids()[-3:] == [tiny_model.specials.silent, tiny_model.specials.im_end,
                                         *tiny_model.tokenizer.encode("\n")]
+
+
+def test_each_reply_token_is_queued_before_its_text_goes_out(tiny_model):
+    """Guards the decode order: a token's forward is queued before its ReplyDelta is
+    yielded (the consumer's time overlaps the device's work), and the last token allowed
+    by max_new_tokens is never fed (its turn end is deferred with it)."""
+    import copy
+
+    from tests.model.test_fold import CountingBackend
+    model = copy.copy(tiny_model)
+    model.backend = CountingBackend(tiny_model.backend)
+    session = model.new_session("order")
+    rng = np.random.default_rng(4)
+    for i in range(12):
+        gen = session.step(chunk_at(i, random_frames(rng)))
+        at_decision = None
+        seen = []
+        for ev in gen:
+            if ev.type == "step":
+                at_decision = model.backend.forwards
+            elif ev.type == "reply_delta":
+                seen.append(model.backend.forwards - at_decision)
+            elif ev.type == "reply":
+                n = ev.n_tokens
+        if seen:
+            break
+    assert seen and seen[0] == 1 and seen == sorted(seen)
+    fed = n - 1 if n == model.cfg.max_new_tokens else n      # else it stopped on a stop token
+    assert model.backend.forwards - at_decision == fed
+    assert len(session._live.pending_ids) == n - fed + 2      # (last token) <|im_end|> \n
