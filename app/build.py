@@ -74,7 +74,7 @@ def build_runtime(config: Config, progress: Progress, n_gpus: int | None = None)
     config = replace(config, engine=engine_cfg, speech=speech_cfg)
     try:
         progress(f"loading the VLM {engine_cfg.model} on {engine_cfg.device}")
-        model = AuraModel.load(engine_cfg, progress)
+        model = AuraModel.load(engine_cfg, progress, sessions=config.app.max_sessions)
         progress(f"loading speech recognition ({speech_cfg.asr_model}) on {speech_cfg.asr_device}")
         transcriber = load_transcriber(speech_cfg, progress)
         progress(f"loading the voice ({speech_cfg.tts}) on {speech_cfg.tts_device}")

@@ -33,7 +33,8 @@ class ReferenceBackend:
                       past_key_values=cache, use_cache=True,
                       visual_pos_masks=visual_mask[None].to(dev) if has_visual else None,
                       deepstack_visual_embeds=list(deepstack) if has_visual else None)
-        return self.head(out.last_hidden_state[0, -1]).float()
+        # a VLM split over several GPUs ends on the last one: logits go back to the first
+        return self.head(out.last_hidden_state[0, -1]).float().to(dev)
 
     def length(self, cache) -> int:
         return int(cache.get_seq_length())

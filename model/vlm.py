@@ -1,13 +1,16 @@
 """``AuraModel``: the loaded AURA checkpoint, shared and stateless; sessions hold state.
 
 Contract:
-* ``AuraModel.load(cfg: EngineConfig, progress=None) -> AuraModel`` loads an HF id or a
-  local directory of a Qwen3-VL checkpoint with a ``<|silent|>`` token (tokenizer, video
-  processor, weights) on ``cfg.device`` ("auto": CUDA if present) in ``cfg.dtype``
+* ``AuraModel.load(cfg: EngineConfig, progress=None, sessions=2) -> AuraModel`` loads an HF
+  id or a local directory of a Qwen3-VL checkpoint with a ``<|silent|>`` token (tokenizer,
+  video processor, weights) on ``cfg.device`` ("auto": CUDA if present; "cuda:1,cuda:2"
+  splits it with a device map from app/placement.py, vision and embeddings on the first
+  GPU, the LM head on the last, served by the reference backend) in ``cfg.dtype``
   ("auto": bf16 on CUDA, fp32 on CPU). Failures raise ``ModelLoadError`` with one line:
   a path that does not exist, a download that failed (names the model and suggests
   ``--preset offline``), a tokenizer without ``<|silent|>``. ``progress(str)`` gets short
-  status lines; the hub's own progress bars go to stderr.
+  status lines; the hub's own progress bars go to stderr. ``sessions`` is how many sessions
+  run at once (the fast backend preallocates a live and a shadow cache for each).
 * ``new_session(session_id, clock=None) -> AuraSession`` (model/session.py); many sessions
   share one model and never share state.
 * ``embed(ids)`` input embeddings ``(L, hidden)``; ``vision.encode(frames)`` chunk features.
@@ -48,9 +51,35 @@ def _import_torch_stack():
     return torch, transformers
 
 
+def resolve_devices(device: str, torch) -> tuple[str, ...]:
+    """One device, or several GPUs for a split VLM (each checked to exist)."""
+    parts = tuple(p.strip() for p in device.split(","))
+    if len(parts) == 1:
+        return (resolve_device(parts[0], torch),)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for part in parts:
+        if not part.startswith("cuda:") or int(part[5:]) >= count:
+            raise ModelLoadError(f"engine.device: {part} requested for a split VLM but this machine "
+                                 f"has {count} GPU(s)")
+    return parts
+
+
+def load_weights(transformers, path, dtype, devices: tuple[str, ...]):
+    """The HF model on one device, or spread over several with a device map."""
+    cls = transformers.Qwen3VLForConditionalGeneration
+    if len(devices) == 1:
+        return cls.from_pretrained(path, dtype=dtype).to(devices[0]).eval()
+    try:
+        import accelerate  # noqa: F401 - from_pretrained's device_map needs it
+    except ImportError:
+        raise ModelLoadError("splitting the VLM over several GPUs needs the accelerate package "
+                             "(pip install accelerate)") from None
+    from app.placement import vlm_device_map
+    layers = transformers.AutoConfig.from_pretrained(path).text_config.num_hidden_layers
+    return cls.from_pretrained(path, dtype=dtype, device_map=vlm_device_map(layers, devices)).eval()
+
+
 def resolve_device(device: str, torch) -> str:
-    if "," in device:
-        raise ModelLoadError(f"engine.device: the engine runs the VLM on one device; got {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -82,7 +111,7 @@ def locate(model: str, progress: Progress) -> Path:
                              "model id, or run with --preset offline") from None
 
 
-def choose_backend(kind: str, hf_model, device: str, max_tokens: int):
+def choose_backend(kind: str, hf_model, device: str, max_tokens: int, pool_size: int = 4):
     """The LMBackend for ``kind`` (reference | fast | auto)."""
     from model.reference import ReferenceBackend
     on_cuda = device.startswith("cuda")
@@ -96,8 +125,8 @@ def choose_backend(kind: str, hf_model, device: str, max_tokens: int):
         if kind == "fast":
             raise ModelLoadError(f"engine.backend: the fast backend is not available ({e})") from None
         return ReferenceBackend(hf_model)
-    # a live and a shadow cache for each of app.max_sessions (default 2) sessions
-    return FastBackend(hf_model, max_tokens=max_tokens, pool_size=4)
+    # a live and a shadow cache for each session admitted at once (app.max_sessions)
+    return FastBackend(hf_model, max_tokens=max_tokens, pool_size=pool_size)
 
 
 WARM_FRAME_SIZES = ((480, 640), (720, 1280))   # (h, w) of the usual webcams
@@ -129,13 +158,16 @@ def context_budget(cfg: EngineConfig, layout) -> int:
 
 
 class AuraModel:
-    def __init__(self, cfg: EngineConfig, hf_model, tokenizer, video_processor, device: str):
+    def __init__(self, cfg: EngineConfig, hf_model, tokenizer, video_processor, device: str,
+                 sessions: int = 2, split: bool = False):
         from model.prompt import Specials
         from model.vision import VisionEncoder
         self.cfg = cfg
         self.hf = hf_model
         self.tokenizer = tokenizer
-        self.device = device
+        self.device = device          # the first device of a split model
+        self.sessions = max(1, int(sessions))
+        self.split = split
         self.specials = Specials.from_tokenizer(tokenizer)
         self.vision = VisionEncoder(hf_model, video_processor, cfg.max_pixels)
         self.backend = None
@@ -143,11 +175,15 @@ class AuraModel:
         self._embed_w = None         # the input embedding matrix (read on first use)
 
     @classmethod
-    def load(cls, cfg: EngineConfig, progress: Progress | None = None) -> "AuraModel":
+    def load(cls, cfg: EngineConfig, progress: Progress | None = None, sessions: int = 2) -> "AuraModel":
         say = progress or (lambda _msg: None)
         torch, transformers = _import_torch_stack()
         from model.prompt import Specials
-        device = resolve_device(cfg.device, torch)
+        devices = resolve_devices(cfg.device, torch)
+        device = devices[0]
+        if len(devices) > 1 and cfg.backend == "fast":
+            raise ModelLoadError("engine.backend: the fast backend runs on one GPU; a split VLM "
+                                 "(engine.device with several GPUs) uses backend auto or reference")
         dtype = resolve_dtype(cfg.dtype, device, torch)
         path = locate(cfg.model, say)
         say(f"loading the tokenizer and processor from {path}")
@@ -161,30 +197,36 @@ class AuraModel:
             raise ModelLoadError(f"{cfg.model}: tokenizer/processor files missing or unreadable "
                                  f"({str(e).splitlines()[0][:160]})") from None
         vproc.cap_pixels_per_frame = False   # we size frames ourselves (do_resize=False)
-        say(f"loading weights ({str(dtype).replace('torch.', '')}) onto {device}")
+        say(f"loading weights ({str(dtype).replace('torch.', '')}) onto {', '.join(devices)}")
         try:
-            hf = transformers.Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
+            hf = load_weights(transformers, path, dtype, devices)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"{cfg.model}: could not load the weights "
                                  f"({str(e).splitlines()[0][:160]})") from None
-        hf = hf.to(device).eval()
-        model = cls(cfg, hf, tok, vproc, device)
+        model = cls(cfg, hf, tok, vproc, device, sessions=sessions, split=len(devices) > 1)
         model.attach_backend()
         say(f"model ready ({type(model.backend).__name__})")
         return model
 
     def attach_backend(self) -> None:
         """Pick the LM backend for ``cfg.backend`` (the fast one gets ``context_budget``
-        tokens per cache, 4 caches: a live and a shadow for each of 2 sessions) and, with
+        tokens per cache, a live and a shadow cache for each of ``sessions``; a split model always
+        gets the reference backend) and, with
         the fast backend, the graph-captured vision encoder, warmed up for the usual camera
         sizes (``WARM_FRAME_SIZES``; another size is captured on its first chunk, ~0.4 s)."""
         from model.prompt import Layout
         budget = context_budget(self.cfg, Layout.for_config(self.tokenizer, self.specials, self.cfg))
-        self.backend = choose_backend(self.cfg.backend, self.hf, self.device, budget)
+        kind = "reference" if self.split else self.cfg.backend
+        self.backend = choose_backend(kind, self.hf, self.device, budget, pool_size=self.cache_pool_size)
         if type(self.backend).__name__ == "FastBackend":
             from model.fast_vision import FastVision
             grids = [self.vision.prep.grid_for(h, w) for h, w in WARM_FRAME_SIZES]
             self.vision.fast = FastVision(self.hf, grids, auto_prepare=True)
+
+    @property
+    def cache_pool_size(self) -> int:
+        """Caches the fast backend preallocates: a live and a shadow per session."""
+        return 2 * self.sessions
 
     def embed(self, ids: tuple[int, ...]):
         """Input embeddings ``(L, hidden)`` on the model's device, without waiting for it:

@@ -121,6 +121,13 @@ def test_preset_offline_builds_the_tiny_model_once(tmp_path, capsys):
     video = write_video(tmp_path / "v.mp4", 3.0)
     cfg = build_config({"app": {"preset": "offline"}, "engine": {"device": "cpu"}})
     assert main(cfg, str(video), [], None, False, False, cache_dir=tmp_path / "cache") == 0
-    assert (tmp_path / "cache" / "offline" / "aura-tiny" / "model.safetensors").is_file()
-    out = capsys.readouterr().out
-    assert [json.loads(x)["type"] for x in out.splitlines()][:2] == ["step", "step"]
+    weights = tmp_path / "cache" / "offline" / "aura-tiny-talkative" / "model.safetensors"
+    assert weights.is_file()
+    first = capsys.readouterr()
+    steps = [json.loads(x) for x in first.out.splitlines() if '"step"' in x]
+    assert [s["t"] for s in steps] == [1.0, 2.0]
+    assert "first use only" in first.err
+    built_at = weights.stat().st_mtime_ns
+    assert main(cfg, str(video), [], None, False, False, cache_dir=tmp_path / "cache") == 0
+    assert weights.stat().st_mtime_ns == built_at
+    assert "first use only" not in capsys.readouterr().err

@@ -61,5 +61,43 @@ def test_backend_choice(tiny_model):
 
 
 def test_split_device_is_refused_clearly(tiny_dir):
-    with pytest.raises(ModelLoadError, match="one device"):
+    with pytest.raises(ModelLoadError, match="requested for a split VLM but this machine has 0 GPU"):
         AuraModel.load(engine_cfg(tiny_dir, device="cuda:0,cuda:1"))
+
+
+def test_split_device_map_covers_the_model_and_gives_the_same_logits(tiny_dir, tmp_path):
+    """Guards --vlm-device cuda:1,cuda:2: the device map from app/placement.py must name every
+    module of the real Qwen3-VL class, and the model split by it must compute what the whole
+    one does through the engine. No GPUs here: the second half goes to accelerate's "disk"
+    offload, which dispatches it with the same hooks a second GPU gets."""
+    import numpy as np
+    import torch
+    import transformers
+    from app.events import VideoChunk
+    from app.placement import vlm_device_map
+    from model.vlm import AuraModel
+    from tests.model.conftest import engine_cfg
+    cfg = engine_cfg(tiny_dir)
+    whole = AuraModel.load(cfg)
+    dmap = vlm_device_map(whole.hf.config.text_config.num_hidden_layers, ("cpu", "disk"))
+    split_hf = transformers.Qwen3VLForConditionalGeneration.from_pretrained(
+        tiny_dir, dtype=torch.float32, device_map=dmap, offload_folder=str(tmp_path)).eval()
+    assert split_hf.hf_device_map == dmap
+    split = AuraModel(cfg, split_hf, whole.tokenizer, whole.vision.proc, "cpu", split=True)
+    split.attach_backend()
+    assert type(split.backend).__name__ == "ReferenceBackend"
+    rng = np.random.default_rng(3)
+    frames = tuple(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    a, b = whole.new_session("a"), split.new_session("b")
+    for i, q in enumerate(("What is on the table?", None)):
+        for s in (a, b):
+            list(s.step(VideoChunk(i + 1.0, float(i), frames, i), q))
+    assert torch.allclose(a.next_token_logits(), b.next_token_logits(), atol=1e-5)
+
+
+def test_cache_pool_grows_with_the_sessions_admitted(tiny_dir):
+    """--max-sessions 4 must not run out of fast-backend caches: a live and a shadow each."""
+    from model.vlm import AuraModel
+    from tests.model.conftest import engine_cfg
+    assert AuraModel.load(engine_cfg(tiny_dir), sessions=4).cache_pool_size == 8
+    assert AuraModel.load(engine_cfg(tiny_dir)).cache_pool_size == 4
