@@ -140,6 +140,9 @@ def cmd_replay(argv: list[str]) -> int:
                              "(default replays/<recording>-<time>)")
     parser.add_argument("--dump-context", action="store_true", help="video: add the context token ids to each step")
     parser.add_argument("--realtime", action="store_true", help="video: pace the video in real time")
+    parser.add_argument("--record", metavar="DIR",
+                        help="video: also record the run into DIR/<time>-replay/ like a live session "
+                             "(Review tab, export, replay RECORDING_DIR)")
     add_config_flags(parser, MODEL_FLAGS + SPEECH_FLAGS)
     args = parser.parse_args(argv)
     try:
@@ -147,10 +150,12 @@ def cmd_replay(argv: list[str]) -> int:
     except ValueError as e:
         return fail(str(e))
     if Path(args.video).is_dir():
+        if args.record or args.ask:
+            return fail("--record and --ask apply to a video file, not to a recording folder")
         return _replay_recording(cfg, Path(args.video), args.out)
     from app.replay import main as replay
     return replay(cfg, args.video, args.ask, args.out, args.dump_context, args.realtime,
-                  cache_dir=ROOT / ".cache")
+                  cache_dir=ROOT / ".cache", record=args.record)
 
 
 def _replay_recording(cfg, rec_dir: Path, out: str | None) -> int:

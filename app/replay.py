@@ -13,9 +13,13 @@ Output, one JSON object per line (``t`` = stream seconds, ``type``), built with
 ``app.events.to_record``: ``user`` (each question), ``step`` (every chunk: ``decision``,
 ``p_silent``, ``context_tokens``, ``step_ms``, and with ``--dump-context`` the
 ``context_ids`` the model saw), ``reply`` (``text``, ``reply_id``, ``proactive``,
-``ttft_ms``), ``error`` (``message``). A bad or unreadable video, a bad ``--ask`` or a
-model that cannot load is one line on stderr and exit code 2. ``--preset offline`` uses the
-app's tiny checkpoint (app/presets.py, built once under the cache folder).
+``ttft_ms``), ``error`` (``message``). A bad or unreadable video, a bad ``--ask``, a
+recordings folder that cannot be created or a model that cannot load is one line on stderr
+and exit code 2. ``--preset offline`` uses the app's tiny checkpoint (app/presets.py, built
+once under the cache folder). ``--record DIR`` also records the run like a live session
+(app/recorder.py: the chunks the model saw, user/step/reply events; no microphone or voice,
+so those tracks are empty) into ``DIR/<time>-replay/``, for the Review tab, export and
+``replay RECORDING_DIR``. ``Replayer(tap=...)`` hands every session event to ``tap``.
 """
 from __future__ import annotations
 
@@ -83,14 +87,21 @@ class Replayer:
     """Steps one session over a frame stream; yields records (dicts) in stream order."""
 
     def __init__(self, session, dump_context: bool = False, realtime: bool = False,
-                 clock=None):
+                 clock=None, tap: Callable[[object], None] | None = None):
         self.session = session
         self.dump_context = dump_context
         self.realtime = realtime
         self.clock = clock
+        self.tap = tap or (lambda _event: None)
+
+    def _record(self, event) -> dict:
+        self.tap(event)
+        return to_record(event)
 
     def _step(self, chunk, question: str | None) -> Iterator[dict]:
+        self.tap(chunk)
         for ev in self.session.step(chunk, question):
+            self.tap(ev)
             if isinstance(ev, StepDecision):
                 rec = to_record(ev)
                 if self.dump_context:
@@ -118,17 +129,17 @@ class Replayer:
         for frame in frames:
             while pending and pending[0].t_s <= frame.t_s:
                 ask = pending.pop(0)
-                yield to_record(UserText(ask.t_s, ask.text, source="typed"))
+                yield self._record(UserText(ask.t_s, ask.text, source="typed"))
                 chunk = sampler.close_partial(ask.t_s)
                 if chunk is None:
-                    yield to_record(ErrorEvent(ask.t_s, "replay", "question before the first frame: skipped"))
+                    yield self._record(ErrorEvent(ask.t_s, "replay", "question before the first frame: skipped"))
                     continue
                 yield from self._paced(chunk, ask.text)
             for chunk in sampler.feed(frame):
                 yield from self._paced(chunk, None)
             last_t = frame.t_s
         for ask in pending:
-            yield to_record(ErrorEvent(ask.t_s, "replay",
+            yield self._record(ErrorEvent(ask.t_s, "replay",
                                        f"question at {ask.t_s:g}s is after the end of the video ({last_t:.1f}s)"))
 
     def _paced(self, chunk, question: str | None) -> Iterator[dict]:
@@ -148,9 +159,33 @@ def _write(records: Iterator[dict], out: IO[str]) -> int:
     return n
 
 
+def open_recorder(cfg, root: Path, video: str):
+    """The Recorder of a replay run and the tap that feeds it (its clock follows the
+    stream time of the events, so events are written as the replay advances)."""
+    from app.clock import ManualClock
+    from app.recorder import Recorder
+    stream = ManualClock()
+    meta = {"source": "replay", "video": str(Path(video).resolve()), "model": cfg.engine.model,
+            "preset": cfg.app.preset, "seed": cfg.engine.seed, "temperature": cfg.engine.temperature,
+            "settings": {"hands_free": True, "proactive": True, "voice": False}}
+    try:
+        rec = Recorder.open(root, "replay", meta, stream,
+                            lambda e: print(f"error: {e.message}", file=sys.stderr, flush=True),
+                            max_gb=cfg.app.recordings_max_gb)
+    except OSError as e:
+        raise ReplayError(f"--record: cannot create a recording in {root} ({e.strerror or e})") from None
+
+    def tap(event) -> None:
+        t_s = getattr(event, "t_s", None)
+        if t_s is not None and t_s > stream.now():
+            stream.set(float(t_s))
+        rec.handle(event)
+    return rec, tap
+
+
 def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
          realtime: bool, cache_dir: Path = Path(".cache"),
-         progress: Callable[[str], None] | None = None) -> int:
+         progress: Callable[[str], None] | None = None, record: str | None = None) -> int:
     """The ``replay`` command; returns the exit code."""
     say = progress or (lambda msg: print(f"[replay] {msg}", file=sys.stderr, flush=True))
     try:
@@ -170,8 +205,15 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
         print(f"error: {e}", file=sys.stderr)
         return 2
     from app.clock import MonotonicClock
+    recorder, tap = None, None
+    if record:
+        try:
+            recorder, tap = open_recorder(cfg, Path(record), video)
+        except ReplayError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     session = model.new_session("replay")
-    replayer = Replayer(session, dump_context, realtime, MonotonicClock())
+    replayer = Replayer(session, dump_context, realtime, MonotonicClock(), tap=tap)
     sink = open(out, "w", encoding="utf-8") if out else sys.stdout
     t0 = time.perf_counter()
     try:
@@ -184,6 +226,9 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
         session.close()
         if out:
             sink.close()
+        if recorder is not None:
+            recorder.close()
+            say(f"recorded to {recorder.path}")
     say(f"{n} lines in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -131,3 +131,45 @@ def test_preset_offline_builds_the_tiny_model_once(tmp_path, capsys):
     assert main(cfg, str(video), [], None, False, False, cache_dir=tmp_path / "cache") == 0
     assert weights.stat().st_mtime_ns == built_at
     assert "first use only" not in capsys.readouterr().err
+
+@pytest.mark.slow
+def test_record_flag_makes_a_reviewable_replayable_recording(tmp_path, tiny, tiny_whisper, capsys):
+    """`replay VIDEO --record DIR` (issue 5 item 1) records the run like a live session: the
+    chunks the model saw bit for bit, the typed question, every decision and reply; the
+    recording lists in the catalogue and replays to identical decisions."""
+    from app.config import AppConfig, Config, EngineConfig, SpeechConfig
+    from app.recording_media import read_chunks
+    from app.recordings import list_recordings, read_events
+    from app.replay_recording import replay_recording
+    video = write_video(tmp_path / "noise.mp4", 5.0)
+    rc, out, err = _run([video, "--model", tiny, "--vlm-device", "cpu", "--ask", "2.3:What is this?",
+                         "--record", tmp_path / "rec"], capsys)
+    assert rc == 0, err
+    printed = [json.loads(x) for x in out.splitlines()]
+    (info,) = list_recordings(tmp_path / "rec")
+    assert info.complete and info.n_questions == 1
+    rec_dir = tmp_path / "rec" / info.id
+    assert f"recorded to {rec_dir}" in err
+    recorded = read_events(rec_dir / "events.jsonl")
+    for kind in ("user", "step", "reply"):
+        assert [r for r in recorded if r["type"] == kind] == [r for r in printed if r["type"] == kind], kind
+    chunks = list(read_chunks(rec_dir, recorded))
+    steps = [r for r in printed if r["type"] == "step"]
+    assert len(chunks) == len(steps) == 5          # 1, 2, 2.3 (closed early by the question), 3, 4 s
+    assert [s["t"] for s in steps if s["question"]] == [2.3]
+
+    cfg = Config(engine=EngineConfig(model=str(tiny), device="cpu"),
+                 speech=SpeechConfig(asr_model=str(tiny_whisper), tts="espeak"), app=AppConfig())
+    result = replay_recording(cfg, rec_dir, tmp_path / "again", lambda m: None)
+    assert result["identical_decisions"] and result["steps"]["compared"] == 5
+    assert result["replies"]["changed"] == []
+
+
+def test_record_flag_errors_are_one_line(tmp_path, tiny, capsys):
+    video = write_video(tmp_path / "v.mp4", 2.0)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    rc, _, err = _run([video, "--model", tiny, "--vlm-device", "cpu", "--record", blocker / "rec"], capsys)
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("error: --record: cannot create")
+    rc, _, err = _run([tmp_path, "--record", tmp_path / "rec"], capsys)
+    assert rc == 2 and err.strip() == "error: --record and --ask apply to a video file, not to a recording folder"
