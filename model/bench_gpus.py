@@ -11,7 +11,9 @@ engine's ``AuraSession`` twice (``model.fast_engine_bench``: folded turn ends, p
 the device, a question every 30 s, the shadow maintained between chunks, then decode
 samples at >= ``--decode-context`` tokens): first alone, then while a separate process
 (``model.bench_speech``, spawned) runs a continuous TTS + ASR load (VITS at MMS-TTS size,
-Whisper large-v3-turbo shape) on ``--speech-device``. Reports chunk-step p50 / p99 / max,
+Whisper large-v3-turbo shape) on ``--speech-device``; with ``--speech-in-process`` the same
+load runs in a thread of this process instead (as the app runs its speech workers: one
+CUDA context, the GIL shared with the engine's host loop). Reports chunk-step p50 / p99 / max,
 question TTFT and decode per phase, the ratios loaded / alone (goal: within 10%), the
 speech loop's throughput alone and loaded, ``torch.cuda.max_memory_allocated`` per device
 and process, and ``nvidia-smi`` samples when it is there. The stream is back to back
@@ -27,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +74,7 @@ class Placement(Sections):
         torch, a = self.torch, self.args
         self.res.update(date=datetime.date.today().isoformat(), vlm_device=a.vlm_device,
                         speech_device=a.speech_device, minutes=a.minutes, realtime=a.realtime,
+                        speech_mode="thread" if a.speech_in_process else "process",
                         same_device=a.vlm_device == a.speech_device,
                         device_names={d: _device_name(torch, d) for d in {a.vlm_device, a.speech_device}},
                         cuda_device_count=torch.cuda.device_count() if torch.cuda.is_available() else 0,
@@ -127,21 +131,30 @@ class Placement(Sections):
 
         from model.bench_speech import speech_worker
         a = self.args
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=speech_worker, args=(child, a.speech_device, a.tiny, a.speech_alone_s),
-                           daemon=True)
+        if a.speech_in_process:                       # a pipe works between threads too
+            parent, child = mp.Pipe()
+            proc = threading.Thread(target=speech_worker, name="speech-load", daemon=True,
+                                    args=(child, a.speech_device, a.tiny, a.speech_alone_s))
+        else:
+            ctx = mp.get_context("spawn")
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=speech_worker, args=(child, a.speech_device, a.tiny, a.speech_alone_s),
+                               daemon=True)
         proc.start()
+        stopped = False
         try:
             ready = self._receive(parent, proc, a.speech_timeout_s)
             self.res["speech"] = {k: v for k, v in ready.items() if k != "type"}
             self.phase("loaded")
             parent.send("stop")
+            stopped = True
             done = self._receive(parent, proc, a.speech_timeout_s)
             self.res["speech"].update(loaded=done["loaded"], max_memory_allocated_gb=done["max_memory_allocated_gb"])
         finally:
+            if not stopped and proc.is_alive():   # the engine phase failed: end the load too
+                parent.send("stop")
             proc.join(timeout=60)
-            if proc.is_alive():
+            if proc.is_alive() and not a.speech_in_process:
                 proc.terminate()
                 proc.join(timeout=10)
 
@@ -176,7 +189,8 @@ class Placement(Sections):
     def table(self) -> str:
         r = self.res
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        lines = [f"VLM {r.get('vlm_device')} / speech {r.get('speech_device')}  {r.get('device_names')}",
+        lines = [f"VLM {r.get('vlm_device')} / speech {r.get('speech_device')} ({r.get('speech_mode')})  "
+                 f"{r.get('device_names')}",
                  f"{'':28s}{'alone':>10s}{'loaded':>10s}{'ratio':>8s}"]
         for k in PHASE_KEYS:
             lines.append(f"{k:28s}{fmt(r.get(f'alone_{k}')):>10s}{fmt(r.get(f'loaded_{k}')):>10s}"
@@ -208,6 +222,9 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-context", type=int, default=14000)
     ap.add_argument("--speech-alone-s", type=float, default=8.0, help="seconds the speech loop is timed alone")
     ap.add_argument("--speech-timeout-s", type=float, default=300.0)
+    ap.add_argument("--speech-in-process", action="store_true",
+                    help="run the speech load in a thread of this process (the app's layout) instead of "
+                         "a separate process")
     args = ap.parse_args(argv)
     for name in ("vlm_device", "speech_device"):
         dev = getattr(args, name)

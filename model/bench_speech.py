@@ -1,7 +1,7 @@
 """The speech stack as a GPU load, for the placement benchmark (model/bench_gpus.py).
 
 Contract: ``speech_worker(conn, device, tiny, alone_s)`` is the entry point of a separate
-process (multiprocessing, spawn). It builds, with random weights in real shapes of
+process (multiprocessing, spawn) or of a thread (``--speech-in-process``). It builds, with random weights in real shapes of
 transformers' own classes (the GPU image has no coqui-tts or faster-whisper):
 * ``VitsModel`` at ``VitsConfig()``'s defaults, the MMS-TTS size (36 M parameters,
   float32 as Coqui runs VITS), synthesising an 80-character sentence;

@@ -58,7 +58,7 @@ def resolve_devices(device: str, torch) -> tuple[str, ...]:
         return (resolve_device(parts[0], torch),)
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for part in parts:
-        if not part.startswith("cuda:") or int(part[5:]) >= count:
+        if not (part.startswith("cuda:") and part[5:].isdigit()) or int(part[5:]) >= count:
             raise ModelLoadError(f"engine.device: {part} requested for a split VLM but this machine "
                                  f"has {count} GPU(s)")
     return parts

@@ -1,5 +1,5 @@
-"""The placement benchmark (model/bench_gpus.py): argument errors, and a whole tiny CPU run
-with the speech load in its own process (slow)."""
+"""The placement benchmark (model/bench_gpus.py): argument errors, and whole tiny CPU runs
+with the speech load in its own process and in a thread of the engine's process (slow)."""
 from __future__ import annotations
 
 import json
@@ -24,16 +24,19 @@ def test_bad_devices_are_one_line_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_tiny_cpu_run_reports_both_phases_and_the_speech_loop(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_tiny_cpu_run_reports_both_phases_and_the_speech_loop(tmp_path, monkeypatch, mode):
     """Guards the whole placement run: the engine stream alone and under a speech load run
-    by a spawned process (TTS + ASR loops counted in both phases), the loaded/alone ratios,
-    and no failed section."""
+    by a spawned process or by a thread of this process (TTS + ASR loops counted in both
+    phases), the loaded/alone ratios, and no failed section."""
     pytest.importorskip("transformers")
     monkeypatch.delenv("NCCL_NVLS_ENABLE", raising=False)     # main() sets it; restored after
     out = tmp_path / "p.json"
     rc = main(["--tiny", "--vlm-device", "cpu", "--speech-device", "cpu", "--minutes", "0.1",
-               "--out", str(out), "--decode-context", "100", "--reply-max", "8", "--speech-alone-s", "1"])
+               "--out", str(out), "--decode-context", "100", "--reply-max", "8", "--speech-alone-s", "1"]
+              + (["--speech-in-process"] if mode == "thread" else []))
     res = json.loads(out.read_text())
+    assert res["speech_mode"] == mode
     assert rc == 0 and res["errors"] == []
     assert res["alone"]["chunks"] == res["loaded"]["chunks"] == 6
     assert res["alone_chunk_step_p50_ms"] > 0 and res["loaded_chunk_step_p99_ms"] > 0
