@@ -14,8 +14,9 @@ Output, one JSON object per line (``t`` = stream seconds, ``type``), built with
 ``p_silent``, ``context_tokens``, ``step_ms``, and with ``--dump-context`` the
 ``context_ids`` the model saw), ``reply`` (``text``, ``reply_id``, ``proactive``,
 ``ttft_ms``), ``error`` (``message``). A bad or unreadable video, a bad ``--ask``, a
-recordings folder that cannot be created or a model that cannot load is one line on stderr
-and exit code 2. ``--preset offline`` uses the app's tiny checkpoint (app/presets.py, built
+recordings folder that cannot be created, an ``--out`` that cannot be written or a model
+that cannot load is one line on stderr and exit code 2; an engine failure mid-stream ends
+the output with an ``error`` line (and one on stderr), exit code 1. ``--preset offline`` uses the app's tiny checkpoint (app/presets.py, built
 once under the cache folder). ``--record DIR`` also records the run like a live session
 (app/recorder.py: the chunks the model saw, user/step/reply events; no microphone or voice,
 so those tracks are empty) into ``DIR/<time>-replay/``, for the Review tab, export and
@@ -93,12 +94,15 @@ class Replayer:
         self.realtime = realtime
         self.clock = clock
         self.tap = tap or (lambda _event: None)
+        self.t_s = 0.0              # the stream time of the chunk being stepped
+        self.failed: str | None = None
 
     def _record(self, event) -> dict:
         self.tap(event)
         return to_record(event)
 
     def _step(self, chunk, question: str | None) -> Iterator[dict]:
+        self.t_s = chunk.t_s
         self.tap(chunk)
         for ev in self.session.step(chunk, question):
             self.tap(ev)
@@ -123,6 +127,19 @@ class Replayer:
                 return
 
     def run(self, frames: Iterator[VideoFrame], asks: list[Ask]) -> Iterator[dict]:
+        """The records of the whole replay; an engine failure ends it with an ``error``
+        record (``self.failed`` holds its message)."""
+        self.failed = None
+        try:
+            yield from self._run(frames, asks)
+        except ReplayError:
+            raise
+        except Exception as e:  # the engine broke mid-stream: say where, as a record
+            why = (str(e).splitlines() or [""])[0]
+            self.failed = f"engine failed at {self.t_s:g} s: {type(e).__name__}: {why}"
+            yield self._record(ErrorEvent(self.t_s, "engine", self.failed))
+
+    def _run(self, frames: Iterator[VideoFrame], asks: list[Ask]) -> Iterator[dict]:
         sampler = FrameSampler()
         pending = sorted(asks, key=lambda a: a.t_s)
         last_t = 0.0
@@ -192,6 +209,7 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
         parsed = [parse_ask(a) for a in asks]
         frames = read_frames(Path(video))
         first = next(frames)          # fail on a bad video before loading the model
+        sink = _open_out(out)
     except ReplayError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -203,6 +221,7 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
         model = AuraModel.load(cfg.engine, progress=say)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
+        _close_out(sink, out)
         return 2
     from app.clock import MonotonicClock
     recorder, tap = None, None
@@ -211,10 +230,10 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
             recorder, tap = open_recorder(cfg, Path(record), video)
         except ReplayError as e:
             print(f"error: {e}", file=sys.stderr)
+            _close_out(sink, out)
             return 2
     session = model.new_session("replay")
     replayer = Replayer(session, dump_context, realtime, MonotonicClock(), tap=tap)
-    sink = open(out, "w", encoding="utf-8") if out else sys.stdout
     t0 = time.perf_counter()
     try:
         records = replayer.run(_chain(first, frames), parsed)
@@ -224,13 +243,29 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
         return 2
     finally:
         session.close()
-        if out:
-            sink.close()
+        _close_out(sink, out)
         if recorder is not None:
             recorder.close()
             say(f"recorded to {recorder.path}")
     say(f"{n} lines in {time.perf_counter() - t0:.1f} s")
+    if replayer.failed:
+        print(f"error: {replayer.failed}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _open_out(out: str | None) -> IO[str]:
+    if not out:
+        return sys.stdout
+    try:
+        return open(out, "w", encoding="utf-8")
+    except OSError as e:
+        raise ReplayError(f"--out: cannot write {out} ({e.strerror or e})") from None
+
+
+def _close_out(sink: IO[str], out: str | None) -> None:
+    if out:
+        sink.close()
 
 
 def _chain(first: VideoFrame, rest: Iterator[VideoFrame]) -> Iterator[VideoFrame]:

@@ -173,3 +173,47 @@ def test_record_flag_errors_are_one_line(tmp_path, tiny, capsys):
     assert rc == 2 and err.strip().splitlines()[-1].startswith("error: --record: cannot create")
     rc, _, err = _run([tmp_path, "--record", tmp_path / "rec"], capsys)
     assert rc == 2 and err.strip() == "error: --record and --ask apply to a video file, not to a recording folder"
+
+
+def test_unwritable_out_is_one_line(tmp_path, tiny, capsys):
+    video = write_video(tmp_path / "v.mp4", 2.0)
+    rc, _, err = _run([video, "--model", tiny, "--vlm-device", "cpu", "--out", tmp_path / "no" / "x.jsonl"], capsys)
+    assert rc == 2 and err.strip().startswith("error: --out: cannot write") and err.count("\n") == 1
+
+
+class FailingSession:
+    """A real engine session that breaks at one chunk (as a context overflow would)."""
+
+    def __init__(self, inner, fail_at: int):
+        self.inner, self.fail_at = inner, fail_at
+
+    def step(self, chunk, question=None):
+        if chunk.index == self.fail_at:
+            from model.session import ContextOverflowError
+            raise ContextOverflowError("the context is full")
+        return self.inner.step(chunk, question)
+
+    def maintain(self, budget_s):
+        return self.inner.maintain(budget_s)
+
+    def context_ids(self):
+        return self.inner.context_ids()
+
+
+def test_engine_failure_mid_stream_is_an_error_line(tmp_path, tiny):
+    """An exception inside the engine ends the replay with a ``type: error`` record that
+    says where and why (no traceback); the lines before it are kept."""
+    from app.config import EngineConfig
+    from app.replay import Replayer, read_frames
+    from model.vlm import AuraModel
+    model = AuraModel.load(EngineConfig(model=str(tiny), device="cpu"))
+    session = model.new_session("t")
+    try:
+        replayer = Replayer(FailingSession(session, fail_at=2))
+        records = list(replayer.run(read_frames(write_video(tmp_path / "v.mp4", 5.0)), []))
+    finally:
+        session.close()
+    assert [r["t"] for r in records if r["type"] == "step"] == [1.0, 2.0]
+    assert records[-1]["type"] == "error" and records[-1]["t"] == 3.0
+    assert records[-1]["message"] == "engine failed at 3 s: ContextOverflowError: the context is full"
+    assert replayer.failed == records[-1]["message"]
