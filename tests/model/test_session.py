@@ -179,3 +179,38 @@ def test_each_reply_token_is_queued_before_its_text_goes_out(tiny_model):
     fed = n - 1 if n == model.cfg.max_new_tokens else n      # else it stopped on a stop token
     assert model.backend.forwards - at_decision == fed
     assert len(session._live.pending_ids) == n - fed + 2      # (last token) <|im_end|> \n
+
+
+class CountingVision:
+    """The model's real vision encoder, counting how often it runs."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def encode(self, frames):
+        self.calls += 1
+        return self.inner.encode(frames)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_cuts_keep_the_system_prompt_and_never_re_encode_video(tiny_dir):
+    """Across four window cuts (6 s + 3 s window) with questions before and after them:
+    the system prompt stays first and appears once, and each chunk's frames go through the
+    vision tower exactly once (rebuilds reuse the kept features)."""
+    model = AuraModel.load(engine_cfg(tiny_dir))
+    model.vision = CountingVision(model.vision)
+    session = model.new_session("v")
+    system = list(model.new_session("ref").layout.system().ids)
+    rng = np.random.default_rng(2)
+    starts = set()
+    for i in range(22):
+        list(session.step(chunk_at(i, random_frames(rng)), "What is here?" if i in (2, 11) else None))
+        while session.maintain(0.05):
+            pass
+        ids = session.context_ids()
+        assert ids[:len(system)] == system and _roles(model, ids).count("system") == 1
+        starts.add(session.window_start_s)
+    assert model.vision.calls == 22
+    assert len(starts) >= 5                  # the window moved at least four times
