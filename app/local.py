@@ -4,7 +4,9 @@ Contract: ``LocalIO(camera, speaker)`` is a session's ``SessionIO`` over device 
 (app/devices). ``TerminalCaptions(stream)`` is a session listener that prints what the
 user said, the assistant's replies (proactive ones marked), barge-ins and errors, one line
 each. ``run_local(manager, camera, mic, speaker, clock, stop)`` runs one session until ``stop``
-is set (Ctrl-C in the launcher), then closes everything in order.
+is set (Ctrl-C in the launcher), then closes everything in order. Device failures reach the
+session as ErrorEvents (printed): the microphone's through ``mic.start``, the camera's by
+pointing its ``on_error`` (OpenCVCamera) at the session once it is open.
 """
 from __future__ import annotations
 
@@ -71,6 +73,8 @@ def run_local(manager: Any, camera: Any, mic: Any, speaker: Any, clock: Any, sto
         if session is None:
             raise RuntimeError("no session could be opened")
         session.add_listener(TerminalCaptions(out))
+        if hasattr(camera, "on_error"):
+            camera.on_error = session.post
         mic.start(session.post_audio, session.post)
         print("AURA Live is watching and listening. Ask a question out loud; Ctrl-C stops.",
               file=out, flush=True)

@@ -1,5 +1,5 @@
 """``launch.py --local-devices`` as a person uses it: a question spoken into the room is
-answered out loud, with captions in the terminal. The room is a private PulseAudio null
+answered out loud, with captions in the terminal; a camera that vanishes is reported. The room is a private PulseAudio null
 sink (tests/devices/test_realtime_pulse.py's fixture): the app's speaker plays into it and
 its microphone hears it, so the assistant's own voice reaches the mic as it would through
 real speakers. Marked slow (it starts the real app and runs in real time)."""
@@ -27,9 +27,9 @@ def camera_file(tmp_path):
     import cv2
     path = tmp_path / "cam.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
-    for i in range(50):
-        img = np.full((120, 160, 3), 30 + i, np.uint8)
-        writer.write(img)
+    rng = np.random.default_rng(0)
+    for _ in range(50):     # noise: ~1 MB, more than the demuxer buffers (see the truncation)
+        writer.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
     writer.release()
     return path
 
@@ -58,6 +58,14 @@ def test_local_devices_answer_a_spoken_question(pulse_room, camera_file, speech_
         text = out.read_text()
         assert "] you: " in text and "AURA: " in text, text[-3000:]
         assert "AURA (noticed)" not in text, "proactive remarks are off in the offline preset"
+        # the camera vanishes (its file is cut under the reader, as an unplugged webcam
+        # fails): one clear line in the terminal, the app keeps running
+        os.truncate(camera_file, 0)
+        deadline = time.monotonic() + 15
+        while "error (camera)" not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "stopped delivering frames" in out.read_text(), out.read_text()[-3000:]
+        assert app.poll() is None
     finally:
         app.send_signal(signal.SIGINT)
         try:
