@@ -56,3 +56,20 @@ def test_occupied_port_is_one_line(tmp_path):
 def test_missing_model_path_is_one_line(tmp_path):
     missing = tmp_path / "no-such-model"
     _one_line_error(launch("--model", str(missing)), str(missing))
+
+
+def test_no_record_means_no_recorder(tmp_path):
+    """`--no-record` reaches the session factory: no recorder is made. Without it each
+    session gets a recorder writing into --recordings-dir."""
+    import launch as launcher
+    from app.clock import ManualClock
+    from app.main import recorder_factory
+
+    def config(*argv):
+        return launcher.load_config(launcher.app_parser().parse_args(list(argv)))
+    base = ["--recordings-dir", str(tmp_path / "rec")]
+    assert recorder_factory(config(*base, "--no-record")) is None
+    make = recorder_factory(config(*base))
+    rec = make("s1", ManualClock(), lambda e: None)
+    rec.close()
+    assert [p.name.endswith("-s1") for p in (tmp_path / "rec").iterdir()] == [True]

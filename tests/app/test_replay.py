@@ -137,10 +137,8 @@ def test_record_flag_makes_a_reviewable_replayable_recording(tmp_path, tiny, tin
     """`replay VIDEO --record DIR` (issue 5 item 1) records the run like a live session: the
     chunks the model saw bit for bit, the typed question, every decision and reply; the
     recording lists in the catalogue and replays to identical decisions."""
-    from app.config import AppConfig, Config, EngineConfig, SpeechConfig
     from app.recording_media import read_chunks
     from app.recordings import list_recordings, read_events
-    from app.replay_recording import replay_recording
     video = write_video(tmp_path / "noise.mp4", 5.0)
     rc, out, err = _run([video, "--model", tiny, "--vlm-device", "cpu", "--ask", "2.3:What is this?",
                          "--record", tmp_path / "rec"], capsys)
@@ -158,11 +156,14 @@ def test_record_flag_makes_a_reviewable_replayable_recording(tmp_path, tiny, tin
     assert len(chunks) == len(steps) == 5          # 1, 2, 2.3 (closed early by the question), 3, 4 s
     assert [s["t"] for s in steps if s["question"]] == [2.3]
 
-    cfg = Config(engine=EngineConfig(model=str(tiny), device="cpu"),
-                 speech=SpeechConfig(asr_model=str(tiny_whisper), tts="espeak"), app=AppConfig())
-    result = replay_recording(cfg, rec_dir, tmp_path / "again", lambda m: None)
+    # `launch.py replay RECORDING_DIR`: the same model and seed give the same decisions
+    rc, out, err = _run([rec_dir, "--model", tiny, "--vlm-device", "cpu", "--asr-model", tiny_whisper,
+                         "--asr-device", "cpu", "--out", tmp_path / "again"], capsys)
+    assert rc == 0, err
+    assert out.strip().endswith(f"identical decisions: 0 of 5 steps changed, 0 replies changed; "
+                                f"details in {tmp_path / 'again'}")
+    result = json.loads((tmp_path / "again" / "comparison.json").read_text())
     assert result["identical_decisions"] and result["steps"]["compared"] == 5
-    assert result["replies"]["changed"] == []
 
 
 def test_record_flag_errors_are_one_line(tmp_path, tiny, capsys):
