@@ -1,0 +1,40 @@
+"""`python -m speech.tiny OUT_DIR` (issue 3 item 4) as a user runs it, and its models used
+through the other speech CLIs: the tiny Whisper by `speech.asr --model DIR`, the tiny VITS by
+`speech.tts --tts coqui --model DIR`. Marked slow (three processes, ~25 s)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_tiny_cli_models_work_through_the_speech_clis(tmp_path, question_phrase):
+    built = _run("speech.tiny", tmp_path / "tiny")
+    assert built.returncode == 0, built.stderr[-2000:]
+    paths = json.loads(built.stdout.strip().splitlines()[-1])
+    assert set(paths) == {"whisper", "vits"}
+    assert (Path(paths["whisper"]) / "model.bin").is_file()
+    assert (Path(paths["whisper"]) / "tokenizer.json").is_file()
+
+    heard = _run("speech.asr", question_phrase.path, "--model", paths["whisper"])
+    assert heard.returncode == 0 and "Traceback" not in heard.stderr, heard.stderr[-2000:]
+    assert heard.stdout.strip()          # random weights: some text, not meaningful text
+
+    out = tmp_path / "hello.wav"
+    spoken = _run("speech.tts", "Hello there.", "--out", out, "--tts", "coqui", "--model", paths["vits"])
+    assert spoken.returncode == 0, spoken.stderr[-2000:]
+    import soundfile
+    pcm, rate = soundfile.read(out)
+    assert rate > 0 and len(pcm) > rate // 10 and np.isfinite(pcm).all()
