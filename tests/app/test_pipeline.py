@@ -5,6 +5,7 @@ Each test names the path it needs and the session settings make that path happen
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from app.events import (BargeIn, ErrorEvent, Latency, ReplyEnded, ReplyStarted, SpeechAudio,
@@ -14,10 +15,10 @@ from tests.app.conftest import start_run, stop_run
 from tests.speech.fixtures import mic_track, padded_phrase
 
 
-def _manager(runtime, config, proactive: bool):
+def _manager(runtime, config, proactive: bool, hands_free: bool = True):
     from dataclasses import replace
     from app.clock import MonotonicClock
-    cfg = replace(config, app=replace(config.app, proactive=proactive))
+    cfg = replace(config, app=replace(config.app, proactive=proactive, hands_free=hands_free))
     return SessionManager(runtime, cfg, MonotonicClock)
 
 
@@ -178,3 +179,32 @@ def test_recorded_session_replays_to_identical_decisions(runtime, pipeline_confi
     assert result["steps"]["compared"] == types.count("step")
     assert result["replies"]["changed"] == []
     assert (tmp_path / "replay" / "comparison.md").is_file()
+
+
+def test_push_to_talk_hears_only_what_is_said_while_pressed(runtime, pipeline_config, camera_video,
+                                                            speech_files):
+    """Hands-free off: a question spoken while Talk is not pressed is ignored; the same
+    question said while it is held becomes one voice question, answered once it is released."""
+    import time
+    question, _silence, d = speech_files
+    from tests.speech.fixtures import SAMPLE_RATE
+    twice = mic_track(d, 2 * len(question.pcm) / SAMPLE_RATE, talker=np.concatenate([question.pcm] * 2),
+                      talker_gain=1.0, name="question-twice")
+    period = len(question.pcm) / SAMPLE_RATE
+    manager = _manager(runtime, pipeline_config, proactive=False, hands_free=False)
+    t0 = time.monotonic()
+    run = start_run(manager, camera_video, twice)
+    try:
+        time.sleep(max(0.0, t0 + period - 0.6 - time.monotonic()))   # the first question is over
+        assert not run.of(UserText), "a question was heard while Talk was not pressed"
+        run.session.push_to_talk(True)
+        assert run.wait(lambda r: r.session.snapshot().ptt_active, 5)
+        time.sleep(max(0.0, t0 + period + question.speech_end_s + 0.4 - time.monotonic()))
+        run.session.push_to_talk(False)
+        assert run.wait(lambda r: [e for e in r.of(ReplyEnded) if not e.proactive]), \
+            f"no answer; events: {[type(e).__name__ for e in run.events][-30:]}"
+        (user,) = run.of(UserText)
+        assert user.source == "voice" and user.text
+        assert not run.session.snapshot().ptt_active
+    finally:
+        stop_run(manager, run)
