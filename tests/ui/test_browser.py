@@ -4,8 +4,9 @@
 Chromium feeds a y4m test pattern as the camera and a wav with a spoken question (espeak-ng)
 as the microphone; the page must show the transcript and a reply, the browser must receive
 the reply's audio, the session must be recorded, a second person must be told the app is
-busy, model text must stay text, and a plain-HTTP LAN address must explain why the camera
-is blocked. Screenshots land in the test's tmp folder.
+busy, model text must stay text, a plain-HTTP LAN address or a denied permission must
+explain why the camera is blocked, and the presenter view and the offline banner must show.
+Screenshots land in the test's tmp folder.
 """
 from __future__ import annotations
 
@@ -253,3 +254,39 @@ def test_nothing_is_served_without_the_login(server):
                 assert r.status in (401, 403) or "login" in body.lower(), (url, r.status, body[:200])
         except urllib.error.HTTPError as e:
             assert e.code in (401, 403, 404), (url, e.code)
+
+
+def test_presenter_view_and_the_offline_banner(server, browser, tmp_path):
+    """The offline preset says on the page that its answers are meaningless; the presenter
+    view switches the captions to the large layout (and back)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        _start_stream(page, server["url"])
+        assert "meaningless" in page.inner_text(".aura-banner")
+        assert "last step" in _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
+        assert page.locator("#aura-captions .aura-presenter").count() == 0
+        page.get_by_label("Presenter view (large captions)").check()
+        page.locator("#aura-captions .aura-presenter").wait_for(timeout=10_000)
+        page.screenshot(path=str(tmp_path / "presenter.png"), full_page=True)
+        page.get_by_label("Presenter view (large captions)").uncheck()
+        page.locator("#aura-captions .aura-presenter").wait_for(state="detached", timeout=10_000)
+    finally:
+        page.close()
+
+
+def test_denied_camera_permission_is_explained(server, browser, tmp_path):
+    """A person who blocks the camera/microphone prompt gets told how to allow it, instead
+    of a stream that never starts (this second Chromium denies every prompt)."""
+    denying = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+        *QUIET_ARGS, "--use-fake-device-for-media-stream", "--deny-permission-prompts"])
+    try:
+        page = denying.new_page()
+        _open(page, server["url"])
+        page.get_by_text("Click to Access Webcam").click()
+        banner = page.locator("#aura-access-banner")
+        banner.wait_for(timeout=20_000)
+        page.screenshot(path=str(tmp_path / "denied.png"), full_page=True)
+        assert "is denied for this site" in banner.inner_text()
+        assert "site settings" in banner.inner_text()
+    finally:
+        denying.close()
