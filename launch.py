@@ -39,7 +39,7 @@ SPEECH_FLAGS: list[tuple[str, str, str, dict]] = [
     ("--asr-model", "speech", "asr_model", dict(metavar="NAME_OR_DIR", help="faster-whisper model name or CTranslate2 dir (auto: GPU/CPU default)")),
     ("--asr-device", "speech", "asr_device", dict(metavar="DEV", help="auto | cpu | cuda:N")),
     ("--tts", "speech", "tts", dict(choices=["coqui", "espeak"], help="voice engine (default coqui)")),
-    ("--tts-model", "speech", "tts_model", dict(metavar="NAME_OR_DIR", help="Coqui model name or local model dir")),
+    ("--tts-model", "speech", "tts_model", dict(metavar="NAME_OR_DIR", help="Coqui model name (tts_models/...), Hugging Face id (owner/name) or local model dir")),
     ("--tts-device", "speech", "tts_device", dict(metavar="DEV", help="auto | cpu | cuda:N")),
 ]
 APP_FLAGS: list[tuple[str, str, str, dict]] = [

@@ -6,7 +6,9 @@ Contract: a ``Voice`` has ``sample_rate`` (Hz), ``description`` and
 * ``speech.tts = "coqui"`` (default): ``speech.tts_model`` is ``auto`` (=
   ``DEFAULT_COQUI_MODEL``, LJSpeech VITS: end-to-end, no separate vocoder, about 0.1-0.3 x
   real time on a laptop CPU, Apache-2.0 model on public-domain data), any Coqui model name
-  (downloaded once by Coqui's model manager, with its progress bar), or a local directory
+  (downloaded once by Coqui's model manager, with its progress bar), a Hugging Face id
+  ``owner/name`` of a repository holding a Coqui model directory (downloaded once into the
+  hub cache, then loaded as a local directory), or a local directory
   holding ``config.json`` and one ``*.pth`` checkpoint, loaded with
   ``TTS(model_path=..., config_path=...)``, the same path for tiny test models and real
   ones. Multi-speaker models use their first speaker; multilingual ones get ``language``
@@ -31,6 +33,7 @@ from speech.audio import to_mono_float32
 
 DEFAULT_COQUI_MODEL = "tts_models/en/ljspeech/vits"
 _COQUI_NAME = re.compile(r"^(tts_models|vocoder_models|voice_conversion_models)/[\w.-]+/[\w.-]+/[\w.-]+$")
+_HF_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")      # owner/name on the Hugging Face hub
 _ESPEAK_VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,39}$")
 Progress = Callable[[str], None]
 
@@ -115,6 +118,19 @@ def _local_checkpoint(directory: Path) -> tuple[Path, Path]:
     return (preferred or checkpoints)[0], config
 
 
+def _hub_snapshot(repo: str, progress: Progress) -> Path:
+    """A Coqui model directory published on the Hugging Face hub (e.g. coqui/XTTS-v2),
+    downloaded once into the hub cache."""
+    from huggingface_hub import snapshot_download
+    progress(f"TTS: fetching {repo} from the Hugging Face hub (cached after the first time)")
+    try:
+        return Path(snapshot_download(repo))
+    except (OSError, ValueError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TtsLoadError(f"could not download the voice {repo} ({why}); check the network and the id, "
+                           "or use --tts espeak, or a local model directory") from None
+
+
 def _torch_device(cfg: SpeechConfig) -> str:
     import torch
     if cfg.tts_device == "auto":
@@ -133,6 +149,8 @@ def load_coqui(cfg: SpeechConfig, progress: Progress) -> CoquiVoice:
     name = DEFAULT_COQUI_MODEL if name == "auto" else name
     device = _torch_device(cfg)
     local = Path(name).expanduser()
+    if not local.is_dir() and _HF_REPO.match(name) and not name.startswith(("/", ".", "~")):
+        local = _hub_snapshot(name, progress)
     try:
         if local.is_dir():
             checkpoint, config = _local_checkpoint(local)
@@ -144,8 +162,8 @@ def load_coqui(cfg: SpeechConfig, progress: Progress) -> CoquiVoice:
             tts = TTS(model_name=name, progress_bar=True)
             label = f"Coqui {name.split('/', 1)[1]}"
         else:
-            raise TtsLoadError(f"speech.tts_model={name!r}: not a directory and not a Coqui model name "
-                               "like tts_models/en/ljspeech/vits")
+            raise TtsLoadError(f"speech.tts_model={name!r}: not a directory, a Coqui model name like "
+                               "tts_models/en/ljspeech/vits, or a Hugging Face id like coqui/XTTS-v2")
         tts = tts.to(device)
     except TtsLoadError:
         raise

@@ -1,6 +1,6 @@
 """`python -m speech.tiny OUT_DIR` (issue 3 item 4) as a user runs it, and its models used
 through the other speech CLIs: the tiny Whisper by `speech.asr --model DIR`, the tiny VITS by
-`speech.tts --tts coqui --model DIR`. Marked slow (three processes, ~25 s)."""
+`speech.tts --tts coqui --model DIR`, and a voice given as a Hugging Face id. Marked slow."""
 from __future__ import annotations
 
 import json
@@ -38,3 +38,30 @@ def test_tiny_cli_models_work_through_the_speech_clis(tmp_path, question_phrase)
     import soundfile
     pcm, rate = soundfile.read(out)
     assert rate > 0 and len(pcm) > rate // 10 and np.isfinite(pcm).all()
+
+
+def test_tts_model_as_a_hugging_face_id(tmp_path):
+    """`--tts-model owner/name` loads a Coqui model directory published on the hub: here a
+    hub cache holding the tiny VITS (offline mode, so nothing is fetched); an id that is not
+    cached is one clear line naming it."""
+    import os
+    from speech.tiny import build
+    vits = build(tmp_path / "tiny")["vits"]
+    snapshot = tmp_path / "hub" / "models--aura-test--tiny-vits" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for f in Path(vits).iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+
+    def tts(model, out):
+        return subprocess.run([sys.executable, "-m", "speech.tts", "Hello there.", "--out", str(out), "--tts",
+                               "coqui", "--model", model], cwd=ROOT, capture_output=True, text=True,
+                              timeout=180, env=env)
+    done = tts("aura-test/tiny-vits", tmp_path / "a.wav")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "a.wav").stat().st_size > 1000
+    missing = tts("aura-test/not-there", tmp_path / "b.wav")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "could not download the voice aura-test/not-there" in missing.stderr

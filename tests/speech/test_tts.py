@@ -170,7 +170,7 @@ def test_bad_coqui_settings_are_clear_errors(tmp_path):
     """A folder without a checkpoint, or a nonsense model name, must be a TtsLoadError."""
     with pytest.raises(TtsLoadError, match="not a Coqui model directory"):
         load_voice(SpeechConfig(tts_model=str(tmp_path), tts_device="cpu"))
-    with pytest.raises(TtsLoadError, match="not a directory and not a Coqui model name"):
+    with pytest.raises(TtsLoadError, match="not a directory, a Coqui model name .* or a Hugging Face id"):
         load_voice(SpeechConfig(tts_model="no-such-voice", tts_device="cpu"))
 
 
