@@ -2,7 +2,7 @@
 
 Contract: ``build_ui(manager, config, banner, handler_cls, review_builder)`` returns a
 ``gr.Blocks`` with a Live tab (webcam + mic over WebRTC, live captions, status and
-latency, typed questions, controls, presenter view) and a Review tab. Each browser
+latency, typed questions, controls, presenter view, preview mirroring) and a Review tab. Each browser
 connection is its own session (``SessionManager``); the page finds its session through
 its WebRTC connection id, so no tab can drive another's session. ``launch_ui`` starts the
 server with the configured host/port/auth/TLS. All text shown comes from ui/view.py,
@@ -57,6 +57,10 @@ HEAD_JS = """
 })();
 </script>
 """
+
+
+# FastRTC mirrors the local preview with a ``flip`` class; unticking "Mirror" cancels it.
+MIRROR_JS = "(on) => { document.getElementById('aura-webrtc').classList.toggle('aura-no-mirror', !on); }"
 
 
 def _css() -> str:
@@ -152,6 +156,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
                 proactive = gr.Checkbox(app_cfg.proactive, label="Proactive remarks")
                 voice = gr.Checkbox(app_cfg.voice, label="Spoken replies")
                 presenter = gr.Checkbox(False, label="Presenter view (large captions)")
+                mirror = gr.Checkbox(True, label="Mirror my video (preview only)")
             with gr.Row():
                 talk_btn = gr.Button(TALK, elem_id="aura-talk")
                 reset_btn = gr.Button("Reset context")
@@ -174,6 +179,8 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         send.click(ask, inputs=[webrtc, question], outputs=[question], queue=False)
         reset_btn.click(reset, inputs=[webrtc], outputs=None, queue=False)
         talk_btn.click(talk, inputs=[webrtc, talk_btn], outputs=[talk_btn], queue=False)
+        # the preview only: the model always gets the camera's own (unmirrored) frames
+        mirror.change(None, inputs=[mirror], outputs=None, js=MIRROR_JS)
     return demo
 
 

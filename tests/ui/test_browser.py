@@ -256,9 +256,10 @@ def test_nothing_is_served_without_the_login(server):
             assert e.code in (401, 403, 404), (url, e.code)
 
 
-def test_presenter_view_and_the_offline_banner(server, browser, tmp_path):
+def test_presenter_view_mirror_and_the_offline_banner(server, browser, tmp_path):
     """The offline preset says on the page that its answers are meaningless; the presenter
-    view switches the captions to the large layout (and back)."""
+    view switches the captions to the large layout (and back); "Mirror my video" flips the
+    preview."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         _start_stream(page, server["url"])
@@ -270,6 +271,13 @@ def test_presenter_view_and_the_offline_banner(server, browser, tmp_path):
         page.screenshot(path=str(tmp_path / "presenter.png"), full_page=True)
         page.get_by_label("Presenter view (large captions)").uncheck()
         page.locator("#aura-captions .aura-presenter").wait_for(state="detached", timeout=10_000)
+        # the preview is mirrored by default; unticking shows it as the camera sees it
+        transform = "() => getComputedStyle(document.querySelector('#aura-webrtc video')).transform"
+        assert page.evaluate(transform).startswith("matrix(-1")
+        page.get_by_label("Mirror my video (preview only)").uncheck()
+        page.wait_for_function(f"({transform})() === 'none'", timeout=5_000)
+        page.get_by_label("Mirror my video (preview only)").check()
+        page.wait_for_function(f"({transform})().startsWith('matrix(-1')", timeout=5_000)
     finally:
         page.close()
 
