@@ -1,7 +1,7 @@
 """Replay a video file through the AURA engine and write JSON lines.
 
 Contract: ``python launch.py replay VIDEO --model DIR_OR_ID [--ask SECONDS:TEXT ...]
-[--out FILE.jsonl] [--dump-context] [--realtime]`` (launch.py parses argv and calls
+[--out FILE.jsonl] [--dump-context] [--realtime] [--record DIR]`` (launch.py parses argv and calls
 ``main(cfg, args)``). The video is decoded with OpenCV, sampled at 2 fps into 1-s chunks
 (app/sampler.py) and stepped through one engine session, as fast as possible or paced to
 the stream clock with ``--realtime``. A question ``--ask S:TEXT`` closes the chunk open at
@@ -16,11 +16,12 @@ Output, one JSON object per line (``t`` = stream seconds, ``type``), built with
 ``ttft_ms``), ``error`` (``message``). A bad or unreadable video, a bad ``--ask``, a
 recordings folder that cannot be created, an ``--out`` that cannot be written or a model
 that cannot load is one line on stderr and exit code 2; an engine failure mid-stream ends
-the output with an ``error`` line (and one on stderr), exit code 1. ``--preset offline`` uses the app's tiny checkpoint (app/presets.py, built
-once under the cache folder). ``--record DIR`` also records the run like a live session
-(app/recorder.py: the chunks the model saw, user/step/reply events; no microphone or voice,
-so those tracks are empty) into ``DIR/<time>-replay/``, for the Review tab, export and
-``replay RECORDING_DIR``. ``Replayer(tap=...)`` hands every session event to ``tap``.
+the output with an ``error`` line (and one on stderr), exit code 1. ``--preset offline``
+uses the app's tiny checkpoint (app/presets.py, built once under the cache folder).
+``--record DIR`` also records the run like a live session (app/recorder.py: the chunks the
+model saw, user/step/reply events; no microphone or voice, so those tracks are empty) into
+``DIR/<time>-replay/``, for the Review tab, export and ``replay RECORDING_DIR``.
+``Replayer(tap=...)`` hands every session event to ``tap``.
 """
 from __future__ import annotations
 
