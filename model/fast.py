@@ -22,6 +22,10 @@ Design:
 * Without CUDA (or ``use_graphs=False``) the same orchestration runs eagerly with the
   plain-torch ops (``model.fast_torch``): that is how its math is unit-tested on the CPU.
   The CPU product path uses the reference backend, not this one.
+* ``greedy(cache, position, bias, limit)`` starts a device-side greedy reply
+  (model/fast_greedy.py): one more captured graph embeds the token held on the device, runs
+  the one-row forward and writes ``argmax(logits + bias)`` back, so the host never stands
+  between two steps.
 Not thread-safe: one engine worker owns it.
 """
 from __future__ import annotations
@@ -114,6 +118,10 @@ class _Buffers:
         self.xn_last = torch.zeros(1, hidden, **z)
         self.logits = torch.zeros(1, vocab, **z)
         self.logits32 = torch.zeros(vocab, dtype=torch.float32, device=device)
+        self.g_tok = torch.zeros(1, dtype=torch.int64, device=device)     # greedy runs
+        self.g_state = torch.zeros(2, dtype=torch.int64, device=device)   # [position, length]
+        self.g_bias = torch.zeros(vocab, dtype=torch.float32, device=device)
+        self.g_scores = torch.zeros(vocab, dtype=torch.float32, device=device)
         self.op = torch.zeros(max_parts * d, dtype=torch.float32, device=device)
         self.mp = torch.zeros(max_parts, dtype=torch.float32, device=device)
         self.lp = torch.zeros(max_parts, dtype=torch.float32, device=device)
@@ -143,6 +151,7 @@ class FastBackend:
         self.eps = float(cfg.rms_norm_eps)
         with torch.no_grad():
             self.layers = [self._layer(blk) for blk in text.layers]
+        self.w_embed = text.embed_tokens.weight.detach()
         self.w_final = text.norm.weight.detach()
         self.w_lm = lm_head.weight.detach()
         rot = text.rotary_emb
@@ -175,6 +184,8 @@ class FastBackend:
                             max_parts=parts, dtype=self.dtype, device=self.device)
         self._free = list(range(self.pool_size))
         self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
+        self._greedy_graph: torch.cuda.CUDAGraph | None = None
+        self._greedy_owner = None           # the GreedyRun whose state the buffers hold
         if self.use_graphs:
             self._capture_all()
 
@@ -210,6 +221,7 @@ class FastBackend:
             for b in self.buckets:              # warm-up: compiles every kernel variant
                 for ds in (False, True):
                     self._forward(b, ds, meta)
+            self._greedy_step(meta)
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
         pool = torch.cuda.graph_pool_handle()
@@ -220,18 +232,16 @@ class FastBackend:
                     with torch.cuda.graph(g, pool=pool):
                         self._forward(b, ds, meta)
                     self._graphs[(b, ds)] = g
+            self._greedy_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._greedy_graph, pool=pool):
+                self._greedy_step(meta)
         torch.cuda.synchronize()
 
     # ---------------------------------------------------------------- the forward
     def _rope_tables(self, rows: int) -> None:
         b = self.buf
-        pos = b.stage[3:3 + 3 * rows].view(3, rows)
-        freqs = pos.index_select(0, self.sel).t().float() * self.inv_freq
-        cos, sin = freqs.cos(), freqs.sin()
-        if self.rope_scale != 1.0:
-            cos, sin = cos * self.rope_scale, sin * self.rope_scale
-        b.cos[:rows].copy_(cos)
-        b.sin[:rows].copy_(sin)
+        self.ops.rope_tables(b.stage[3:3 + 3 * rows].view(3, rows), self.sel, self.inv_freq,
+                             self.rope_scale, b.cos[:rows], b.sin[:rows])
 
     def _forward(self, rows: int, has_ds: bool, meta: Meta) -> None:
         """All layers over buffer rows [0, rows); result in ``buf.logits32``."""
@@ -240,6 +250,17 @@ class FastBackend:
             self._forward_small(rows, has_ds, meta)
         else:
             self._forward_rows(rows, has_ds, meta)
+
+    def _greedy_step(self, meta: Meta) -> None:
+        """One greedy decode step with the token on the device (model/fast_greedy.py):
+        ``greedy_pre`` embeds ``g_tok`` and stages the position and cache length held in
+        ``g_state`` (advancing both), then the one-row forward and ``g_tok = argmax(logits
+        + g_bias)``."""
+        b = self.buf
+        self.ops.greedy_pre(self.w_embed, b.g_tok, b.g_state, b.stage, b.emb)
+        self._forward(1, False, meta)
+        torch.add(b.logits32, b.g_bias, out=b.g_scores)
+        torch.argmax(b.g_scores, 0, keepdim=True, out=b.g_tok)
 
     def _forward_small(self, rows: int, has_ds: bool, meta: Meta) -> None:
         """Few rows (decode, turn ends): weight-bound, so every projection is one fused GEMV
@@ -275,13 +296,11 @@ class FastBackend:
             ops.attention(q, self.k_arena[i], self.v_arena[i], meta, attn, b)
             ops.linear(attn, ly.w_o, delta, meta)
             ops.add_rmsnorm(h, delta, None, ly.w_post, self.eps, h, xn, meta)
-            ops.linear(xn, ly.w_gu, gu, meta)
-            ops.silu_mul(gu, act)
+            ops.linear_silu(xn, ly.w_gu, gu, act, meta)
             ops.linear(act, ly.w_down, delta, meta)
         ds = b.ds[nl - 1, :rows] if has_ds and self.n_ds >= nl else None
         ops.add_rmsnorm_last(h, delta, ds, self.w_final, self.eps, b.xn_last, meta)
-        torch.mm(b.xn_last, self.w_lm.t(), out=b.logits)
-        b.logits32.copy_(b.logits[0])
+        ops.lm_head(b.xn_last, self.w_lm, b.logits, b.logits32, meta)
 
     # ---------------------------------------------------------------- LMBackend
     def new_cache(self) -> FastCache:
@@ -317,10 +336,41 @@ class FastBackend:
                 self.v_arena[i, cache.slot, :, :t].copy_(v.reshape(self.hkv, t, self.d))
         cache.length = t
 
+    def greedy(self, cache: FastCache, position: int, bias: torch.Tensor | None = None,
+               limit: int = 1 << 30):
+        """A ``GreedyRun`` (model/fast_greedy.py) decoding into ``cache`` from ``position``."""
+        from model.fast_greedy import GreedyRun
+        self._check(cache)
+        if bias is not None and tuple(bias.shape) != (self.vocab,):
+            raise ValueError(f"greedy: bias must be ({self.vocab},), got {tuple(bias.shape)}")
+        return GreedyRun(self, cache, position, bias, limit)
+
+    def _greedy_load(self, slot: int, start: int, position: int, token: int, bias) -> None:
+        b = self.buf
+        pinned = self.device.type == "cuda"
+        host = torch.tensor([slot, start, 1, position, start, token], dtype=torch.int64)
+        if pinned:
+            host = host.pin_memory()
+        b.stage[:3].copy_(host[:3], non_blocking=pinned)
+        b.g_state.copy_(host[3:5], non_blocking=pinned)
+        b.g_tok.copy_(host[5:6], non_blocking=pinned)
+        if bias is None:
+            b.g_bias.zero_()
+        else:
+            b.g_bias.copy_(bias)
+
+    def _greedy_launch(self, slot: int, start: int) -> None:
+        if self._greedy_graph is not None:
+            self._greedy_graph.replay()
+        else:
+            with torch.no_grad():
+                self._greedy_step(Meta(slot, start, 1, self.buf.stage[:3]))
+
     def append(self, cache: FastCache, embeds: torch.Tensor, position_ids: torch.Tensor,
                visual_mask: torch.Tensor | None = None,
                deepstack: list[torch.Tensor] | None = None) -> torch.Tensor:
         self._check(cache)
+        self._greedy_owner = None           # the stage is about to be overwritten
         n_all = embeds.shape[0]
         if embeds.dim() != 2 or embeds.shape[1] != self.hidden or n_all < 1:
             raise ValueError(f"append: embeds must be (L >= 1, {self.hidden}), got {tuple(embeds.shape)}")

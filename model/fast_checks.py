@@ -117,8 +117,39 @@ def op_checks(ops, device="cpu", dims: dict = TINY_DIMS, seed: int = 0, bf16_tol
             res[f"silu_mul {tag}"] = (_err(*reversed(both(silu))), tol)
             if rows <= 4:
                 _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, hq * d, dtype, device)
+        res.update(_table_checks(ops, r, device, dtype, d, hidden, tol))
         if hasattr(ops, "vision_rope"):
             res[f"vision_rope {str(dtype)[6:]}"] = (_vision_rope_err(ops, r, device), tol)
+    return res
+
+
+def _table_checks(ops, r, device, dtype, d, hidden, tol) -> dict:
+    """The M-RoPE tables from staged positions and a device greedy step's start."""
+    ref, res = TorchOps(), {}
+    half, tag = d // 2, str(dtype)[6:]
+    sel = torch.tensor([(0, 1, 2)[j % 3] if j < 3 * (half // 3) else 0 for j in range(half)], device=device)
+    inv = (1.0 / 5e6 ** (torch.arange(half) * 2.0 / d)).float().to(device)
+    for rows in (1, 5):
+        pos = torch.randint(0, 20_000, (3, rows), generator=torch.Generator().manual_seed(rows)).to(device)
+        for scale in (1.0, 0.5):
+            out = []
+            for o in (ref, ops):
+                cos, sin = (torch.full((rows, half), 3.0, dtype=dtype, device=device) for _ in range(2))
+                o.rope_tables(pos, sel, inv, scale, cos, sin)
+                out.append((cos, sin))
+            res[f"rope_tables {tag} rows={rows} scale={scale}"] = (
+                max(_err(out[1][0], out[0][0]), _err(out[1][1], out[0][1])), tol)
+    w = r(50, hidden)
+    got = []
+    for o in (ref, ops):
+        tok = torch.tensor([37], device=device)
+        state = torch.tensor([1234, 99], device=device)
+        stage, emb = torch.full((9,), -1, device=device), torch.zeros(4, hidden, dtype=dtype, device=device)
+        o.greedy_pre(w, tok, state, stage, emb)
+        got.append((emb, stage, state))
+    (ea, sa, ta), (eb, sb, tb) = got
+    same = torch.equal(ea, eb) and torch.equal(sa, sb) and torch.equal(ta, tb) and torch.equal(ea[0], w[37])
+    res[f"greedy_pre {tag}"] = (0.0 if same and sa[1] == 99 and sa[3:6].tolist() == [1234] * 3 else 1.0, 0.0)
     return res
 
 
@@ -153,6 +184,13 @@ def _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, width, dtype
         o.linear(h0, w_up, out, meta)
         return out
     res[f"linear {tag}"] = (_err(*reversed(both(linear))), tol)
+
+    def linear_silu(o):
+        scratch = torch.empty(rows, 2 * inter, dtype=dtype, device=device)
+        act = torch.empty(rows, inter, dtype=dtype, device=device)
+        o.linear_silu(h0, w_up, scratch, act, meta)
+        return act
+    res[f"linear_silu {tag}"] = (_err(*reversed(both(linear_silu))), tol)
     for extra in (None, ds):
         def lin_res(o, extra=extra):
             h = h0.clone()
@@ -172,6 +210,13 @@ def _gemv_checks(both, r, res, tag, tol, meta, rows, hidden, inter, width, dtype
         o.norm_linear_last(h0, nw, w_up, 1e-6, out, meta)
         return out
     res[f"norm_linear_last {tag}"] = (_err(*reversed(both(last))), tol)
+
+    def lm_head(o):
+        out16 = torch.empty(1, 2 * inter, dtype=dtype, device=device)
+        out = torch.full((2 * inter,), 9.0, dtype=torch.float32, device=device)
+        o.lm_head(h0[:1], w_up, out16, out, meta)
+        return out
+    res[f"lm_head {tag}"] = (_err(*reversed(both(lm_head))), tol)
 
 
 # ------------------------------------------------------------------------ model agreement

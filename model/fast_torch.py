@@ -60,6 +60,25 @@ class TorchOps:
     def linear(self, x, w, out, meta):
         torch.mm(x, w.t(), out=out)
 
+    def rope_tables(self, pos, sel, inv_freq, scale, cos_out, sin_out):
+        """M-RoPE tables of the rows' ``(3, rows)`` positions: frequency ``j`` turns with
+        the position row ``sel[j]`` (float32 angles, like the reference), rounded on store."""
+        freqs = pos.index_select(0, sel).t().float() * inv_freq
+        cos, sin = freqs.cos(), freqs.sin()
+        if scale != 1.0:
+            cos, sin = cos * scale, sin * scale
+        cos_out.copy_(cos)
+        sin_out.copy_(sin)
+
+    def greedy_pre(self, w_embed, tok, state, stage, emb):
+        """A device greedy step's start: ``emb[0] = w_embed[tok]``; the text position
+        ``state[0]`` on all three rows of a one-row stage, the cache length ``state[1]`` as
+        the stage's start; then both advance by one for the next step."""
+        torch.index_select(w_embed, 0, tok, out=emb[:1])
+        stage[3:6].copy_(state[0:1].expand(3))
+        stage[1:2].copy_(state[1:2])
+        state.add_(1)
+
     def add_rmsnorm(self, h_in, delta, ds, w, eps, h_out, xn, meta):
         h = h_in if delta is None else h_in + delta
         if ds is not None:
@@ -109,6 +128,14 @@ class TorchOps:
         inter = out.shape[1]
         g, u = gu[:, :inter], gu[:, inter:]
         out.copy_(torch.nn.functional.silu(g) * u)
+
+    def linear_silu(self, x, w_gu, gu, act, meta):
+        self.linear(x, w_gu, gu, meta)
+        self.silu_mul(gu, act)
+
+    def lm_head(self, xn_last, w, logits, logits32, meta):
+        torch.mm(xn_last, w.t(), out=logits)
+        logits32.copy_(logits[0])
 
     # fused GEMV steps of the small-row path (same math as the steps above, composed)
     def norm_linear(self, h, norm_w, w, eps, out, meta):

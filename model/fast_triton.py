@@ -24,10 +24,12 @@ import torch
 try:
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 except ImportError as exc:  # the CPU product path never imports this module
     raise ImportError("model.fast_triton needs Triton (ships with CUDA builds of torch)") from exc
 
-from model.fast_gemv import NORM, RESIDUAL, SILU, gemv  # noqa: E402
+from model.fast_gemv import NORM, RESIDUAL, SILU, gemv, gemv_glu  # noqa: E402
+from model.fast_pdl import OFF, TRIGGER_FIRST, WAIT_FIRST, pdl_enter, pdl_launch, pdl_supported  # noqa: E402
 
 
 def _p2(n: int) -> int:
@@ -38,7 +40,8 @@ def _p2(n: int) -> int:
 @triton.jit
 def _add_rmsnorm_kernel(Hin, Delta, Ds, W, Hout, Xn, Meta, eps, N,
                         HAS_DELTA: tl.constexpr, HAS_DS: tl.constexpr,
-                        ROW_FROM_META: tl.constexpr, BLOCK: tl.constexpr):
+                        ROW_FROM_META: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     if ROW_FROM_META:
         row = tl.load(Meta + 2) - 1
         orow = 0
@@ -82,7 +85,8 @@ def _norm_rope(x1, x2, w1, w2, c, s, eps, D: tl.constexpr):
 @triton.jit
 def _qk_rope_store_kernel(QKV, Cos, Sin, QW, KW, Qo, Kc, Vc, Meta, eps,
                           stride_qkv, stride_slot, stride_head,
-                          HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr):
+                          HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     t = tl.program_id(0)
     hd = tl.program_id(1)
     slot = tl.load(Meta)
@@ -155,7 +159,8 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
                        stride_slot, stride_head, stride_psplit, stride_msplit,
                        HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr,
-                       UPCAST_DOT: tl.constexpr, IEEE: tl.constexpr):
+                       UPCAST_DOT: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     kvh = tl.program_id(0)
     mb = tl.program_id(1)
     sp = tl.program_id(2)
@@ -197,7 +202,8 @@ def _attn_split_kernel(Q, Kc, Vc, Meta, Op, Mp, Lp, scale_log2,
 @triton.jit
 def _attn_combine_kernel(Op, Mp, Lp, Out, Meta, stride_psplit, stride_msplit,
                          HQ: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr,
-                         SPLIT_P2: tl.constexpr):
+                         SPLIT_P2: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     row = tl.program_id(0)
     n_new = tl.load(Meta + 2)
     valid = (row // HQ) < n_new
@@ -218,7 +224,8 @@ def _attn_combine_kernel(Op, Mp, Lp, Out, Meta, stride_psplit, stride_msplit,
 
 
 @triton.jit
-def _silu_mul_kernel(GU, Out, I, BLOCK: tl.constexpr):
+def _silu_mul_kernel(GU, Out, I, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
     row = tl.program_id(0)
     c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = c < I
@@ -253,6 +260,44 @@ def _vision_rope_kernel(QKV, Cos, Sin, Qo, Ko, HD, HALF, H: tl.constexpr, HP: tl
         tl.store(dst + HALF, o2, mask=m)
 
 
+@triton.jit
+def _rope_tables_kernel(Pos, Sel, Inv, Cos, Sin, rows, scale, HALF: tl.constexpr, HP: tl.constexpr,
+                        SCALED: tl.constexpr, LIBDEVICE: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
+    r = tl.program_id(0)
+    j = tl.arange(0, HP)
+    m = j < HALF
+    sel = tl.load(Sel + j, mask=m, other=0)
+    f = tl.load(Pos + sel * rows + r, mask=m, other=0).to(tl.float32) * tl.load(Inv + j, mask=m, other=0.0)
+    if LIBDEVICE:       # accurate cosf/sinf as torch computes them (tl.cos may be approximate)
+        c = libdevice.cos(f)
+        s = libdevice.sin(f)
+    else:               # the interpreter (numpy: accurate)
+        c = tl.cos(f)
+        s = tl.sin(f)
+    if SCALED:
+        c = c * scale
+        s = s * scale
+    tl.store(Cos + r * HALF + j, c.to(Cos.dtype.element_ty), mask=m)
+    tl.store(Sin + r * HALF + j, s.to(Sin.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _greedy_pre_kernel(W, Tok, State, Stage, Emb, H, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl_enter(PDL)
+    tok = tl.load(Tok)
+    pos = tl.load(State)
+    length = tl.load(State + 1)
+    cols = tl.arange(0, BLOCK)
+    m = cols < H
+    tl.store(Emb + cols, tl.load(W + tok * H + cols, mask=m, other=0.0), mask=m)
+    tl.store(Stage + 1, length)
+    for k in tl.static_range(3):
+        tl.store(Stage + 3 + k, pos)
+    tl.store(State, pos + 1)
+    tl.store(State + 1, length + 1)
+
+
 def vision_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int):
     """Rotary embedding of the vision encoder's q and k, read straight from the fused qkv
     projection ``(N, 3 * heads * hd)``; float32 math, like the reference. Returns q, k as
@@ -272,16 +317,24 @@ class TritonOps:
 
     Attention settings are per kind of append: ``decode_*`` when the packed query rows
     (rows x heads per KV head) fit one 16-row tile (1-4 tokens), ``prefill_*`` otherwise.
-    Defaults: the fastest settings of the in-graph sweeps on an H100 (docs/gpu.md, runs 2-3).
-    ``small_rows`` > 0 sends appends of that many rows or fewer through the fused Triton
+    Defaults: the fastest settings of the in-graph sweeps on an H100 (docs/gpu.md, runs 2-3
+    and round 4's variant runs): 8 decode splits; one-row GEMVs with K <= ``gemv_max_k``
+    in Triton (``gemv_m1``, ``m1_block_k`` per loaded slice), the gate/up GEMV applying
+    SiLU*up in its epilogue (``glu``), lm_head as a Triton GEMV writing float32
+    (``gemv_lm_head``); PDL (``pdl``, where supported: sm_90+, not interpreted) for appends
+    of at most ``pdl_max_rows`` rows, each kernel letting the next one launch before it
+    waits (``pdl_trigger_first``). ``small_rows`` > 0 sends appends of that many rows or fewer through the fused Triton
     GEMVs (model/fast_gemv.py); off by default: inside a CUDA graph cuBLAS streamed the
     decode weights faster on the H100 (decode step 7.23 ms against 8.17 ms)."""
 
-    def __init__(self, *, decode_splits: int = 16, decode_block_n: int = 128, decode_warps: int = 4,
+    def __init__(self, *, decode_splits: int = 8, decode_block_n: int = 128, decode_warps: int = 4,
                  decode_stages: int = 3, prefill_splits: int = 8, prefill_block_m: int = 128,
                  prefill_block_n: int = 64, prefill_warps: int = 8, prefill_stages: int = 3,
                  gemv_block_n: int = 16, gemv_block_k: int = 1024, gemv_warps: int = 8,
-                 gemv_stages: int = 3, small_rows: int = 0, gemv_m1: bool = True):
+                 gemv_stages: int = 3, small_rows: int = 0, gemv_m1: bool = True,
+                 gemv_max_k: int = 4096, glu: bool = True, glu_block_n: int = 2, pdl: bool = True,
+                 pdl_max_rows: int = 4, pdl_trigger_first: bool = True, gemv_lm_head: bool = True,
+                 m1_block_k: int = 1024):
         self.decode_splits, self.decode_block_n = decode_splits, decode_block_n
         self.decode_warps, self.decode_stages = decode_warps, decode_stages
         self.prefill_splits, self.prefill_block_m = prefill_splits, prefill_block_m
@@ -289,10 +342,37 @@ class TritonOps:
         self.gemv_block_n, self.gemv_block_k = gemv_block_n, gemv_block_k
         self.gemv_warps, self.gemv_stages = gemv_warps, gemv_stages
         self.small_rows = small_rows
-        self.gemv_m1 = gemv_m1
+        self.gemv_m1, self.gemv_max_k, self.glu, self.glu_block_n = gemv_m1, gemv_max_k, glu, glu_block_n
         # the Triton interpreter (CPU tests) multiplies raw bits in a bf16 tl.dot: upcast there;
         # on a GPU a float32 dot would default to tf32, so float32 models ask for IEEE
-        self.upcast_dot = os.environ.get("TRITON_INTERPRET") == "1"
+        self.interpret = interpret = os.environ.get("TRITON_INTERPRET") == "1"
+        self.upcast_dot = interpret
+        # PDL (model/fast_pdl.py): only where the GPU and this Triton have it, never interpreted
+        self.pdl = bool(pdl) and not interpret and pdl_supported()
+        self.pdl_max_rows, self.gemv_lm_head, self.m1_block_k = pdl_max_rows, gemv_lm_head, m1_block_k
+        self.pdl_mode = TRIGGER_FIRST if pdl_trigger_first else WAIT_FIRST
+
+    def _use_pdl(self, rows: int) -> int:
+        """The PDL mode for an append of ``rows`` rows: on for at most ``pdl_max_rows``
+        (decode, turn ends: there the launch gaps are a visible share of the step; a chunk's
+        kernels are long), WAIT_FIRST or TRIGGER_FIRST (``pdl_trigger_first``)."""
+        return self.pdl_mode if self.pdl and rows <= self.pdl_max_rows else OFF
+
+    def _pdl(self, rows: int) -> dict:
+        mode = self._use_pdl(rows)
+        return dict(PDL=mode, **pdl_launch(mode))
+
+    def rope_tables(self, pos, sel, inv_freq, scale, cos_out, sin_out):
+        rows, half = cos_out.shape
+        _rope_tables_kernel[(rows,)](pos, sel, inv_freq, cos_out, sin_out, rows, float(scale),
+                                     HALF=half, HP=_p2(half), SCALED=scale != 1.0,
+                                     LIBDEVICE=not self.interpret, num_warps=1,
+                                     **self._pdl(rows))
+
+    def greedy_pre(self, w_embed, tok, state, stage, emb):
+        hidden = w_embed.shape[1]
+        _greedy_pre_kernel[(1,)](w_embed, tok, state, stage, emb, hidden, BLOCK=_p2(hidden),
+                                 num_warps=4, **self._pdl(1))
 
     def add_rmsnorm(self, h_in, delta, ds, w, eps, h_out, xn, meta):
         rows, n = h_in.shape
@@ -300,14 +380,16 @@ class TritonOps:
         _add_rmsnorm_kernel[(rows,)](h_in, delta if delta is not None else h_in,
                                      ds if ds is not None else h_in, w, h_out, xn, meta.dev,
                                      eps, n, HAS_DELTA=delta is not None, HAS_DS=ds is not None,
-                                     ROW_FROM_META=False, BLOCK=blk, num_warps=8 if blk >= 2048 else 4)
+                                     ROW_FROM_META=False, BLOCK=blk, num_warps=8 if blk >= 2048 else 4,
+                                     **self._pdl(rows))
 
     def add_rmsnorm_last(self, h, delta, ds, w, eps, xn_last, meta):
         n = h.shape[1]
         blk = _p2(n)
         _add_rmsnorm_kernel[(1,)](h, delta, ds if ds is not None else h, w, h, xn_last, meta.dev,
                                   eps, n, HAS_DELTA=True, HAS_DS=ds is not None,
-                                  ROW_FROM_META=True, BLOCK=blk, num_warps=8 if blk >= 2048 else 4)
+                                  ROW_FROM_META=True, BLOCK=blk, num_warps=8 if blk >= 2048 else 4,
+                                  **self._pdl(h.shape[0]))
 
     def qk_rope_store(self, qkv, cos, sin, q_w, k_w, eps, q_out, k_cache, v_cache, meta):
         rows = qkv.shape[0]
@@ -315,7 +397,8 @@ class TritonOps:
         hq = q_out.shape[1]
         _qk_rope_store_kernel[(rows, hq + 2 * hkv)](
             qkv, cos, sin, q_w, k_w, q_out, k_cache, v_cache, meta.dev, eps,
-            qkv.stride(0), k_cache.stride(0), k_cache.stride(1), HQ=hq, HKV=hkv, D=d, num_warps=1)
+            qkv.stride(0), k_cache.stride(0), k_cache.stride(1), HQ=hq, HKV=hkv, D=d, num_warps=1,
+            **self._pdl(rows))
 
     def attention_splits(self, rows: int, group: int) -> int:
         return self.decode_splits if rows * group <= 16 else self.prefill_splits
@@ -339,33 +422,59 @@ class TritonOps:
                                  k_cache.stride(0), k_cache.stride(1), op.stride(0), mp.stride(0),
                                  HQ=hq, G=g, D=d, BLOCK_M=bm, BLOCK_N=bn, NSPLIT=nsplit,
                                  UPCAST_DOT=self.upcast_dot, IEEE=q.dtype == torch.float32,
-                                 num_warps=nw, num_stages=ns)
+                                 num_warps=nw, num_stages=ns, **self._pdl(rows))
         _attn_combine_kernel[(rows * hq,)](op, mp, lp, out, meta.dev, op.stride(0), mp.stride(0),
                                            HQ=hq, D=d, NSPLIT=nsplit, SPLIT_P2=_p2(nsplit),
-                                           num_warps=4)
+                                           num_warps=4, **self._pdl(rows))
 
     def silu_mul(self, gu, out):
         rows, inter = out.shape
         blk = min(1024, _p2(inter))
-        _silu_mul_kernel[(rows, triton.cdiv(inter, blk))](gu, out, inter, BLOCK=blk, num_warps=4)
+        _silu_mul_kernel[(rows, triton.cdiv(inter, blk))](gu, out, inter, BLOCK=blk, num_warps=4,
+                                                          **self._pdl(rows))
 
     @staticmethod
     def vision_rope(qkv, cos, sin, n_heads):
         return vision_rope(qkv, cos, sin, n_heads)
 
+    def _one_row(self, x, w) -> bool:
+        return self.gemv_m1 and x.shape[0] == 1 and w.shape[1] <= self.gemv_max_k
+
     def linear(self, x, w, out, meta):
-        """``out = x @ w.T``: one-row products with K <= 4096 through the Triton GEMV with
-        4-row weight tiles (in-graph on the H100, 7-10% faster than cuBLAS for the q/k/v,
-        o and gate/up weights; not for down, K = 12288), everything else through cuBLAS."""
-        if self.gemv_m1 and x.shape[0] == 1 and w.shape[1] <= 4096:
-            gemv(x, w, out, meta_dev=meta.dev, block_n=4, block_k=1024, num_warps=4, num_stages=3)
+        """``out = x @ w.T``: one-row products with K <= ``gemv_max_k`` (4096: q/k/v, o and
+        gate/up, not down, K = 12288) through the Triton GEMV with 4-row weight tiles
+        (in-graph on the H100, 7-10% faster than cuBLAS there), everything else cuBLAS."""
+        if self._one_row(x, w):
+            gemv(x, w, out, meta_dev=meta.dev, block_n=4, block_k=self.m1_block_k, num_warps=4,
+                 num_stages=3, pdl=self._use_pdl(1))
         else:
             torch.mm(x, w.t(), out=out)
+
+    def linear_silu(self, x, w_gu, gu, act, meta):
+        """``act = silu(x @ w_gate.T) * (x @ w_up.T)`` (``gu`` is scratch). With ``glu`` a
+        one-row product is one GEMV whose epilogue applies the activation (no ``gu`` round
+        trip, one launch fewer); otherwise ``linear`` then ``silu_mul``."""
+        if self.glu and self._one_row(x, w_gu):
+            gemv_glu(x, w_gu, act, block_n=self.glu_block_n, block_k=self.m1_block_k, num_warps=4, num_stages=3,
+                     pdl=self._use_pdl(1))
+        else:
+            self.linear(x, w_gu, gu, meta)
+            self.silu_mul(gu, act)
+
+    def lm_head(self, xn_last, w, logits, logits32, meta):
+        """``logits32 = float(round(xn_last @ w.T))``: cuBLAS into ``logits`` then a copy, or
+        with ``gemv_lm_head`` the Triton GEMV writing float32 straight away (same rounding)."""
+        if self.gemv_lm_head:
+            gemv(xn_last, w, logits32[None], meta_dev=meta.dev, block_n=4, block_k=1024, num_warps=4,
+                 num_stages=3, pdl=self._use_pdl(1))
+        else:
+            torch.mm(xn_last, w.t(), out=logits)
+            logits32.copy_(logits[0])
 
     # ---- fused GEMV steps of the small-row path (model.fast_gemv)
     def _gemv(self, x, w, out, meta, **kw):
         gemv(x, w, out, meta_dev=meta.dev, block_n=self.gemv_block_n, block_k=self.gemv_block_k,
-             num_warps=self.gemv_warps, num_stages=self.gemv_stages, **kw)
+             num_warps=self.gemv_warps, num_stages=self.gemv_stages, pdl=self._use_pdl(x.shape[0]), **kw)
 
     def norm_linear(self, h, norm_w, w, eps, out, meta):
         self._gemv(h, w, out, meta, pro=NORM, norm_w=norm_w, eps=eps)

@@ -270,29 +270,46 @@ class AuraSession:
             yield ReplyStarted(self._now(chunk), rid, proactive)
             stream = TextStream(self.model.decode)
             cancelled = False
-            while True:
-                reply.append(token)
-                last = len(reply) >= self.cfg.max_new_tokens
-                if not last:     # queue the token's forward first: the device computes it
-                    raw = self._live.append_ids((token,))   # while the text goes out
-                    fed = len(reply)
-                delta = stream.push(token)
-                if delta:
-                    yield ReplyDelta(self._now(chunk), rid, delta)
-                if last:
-                    break
-                if cancel is not None and cancel():
-                    cancelled = True
-                    break
-                token = self._sampler.pick(self._logits(raw))
-                if token in self._stops:
-                    break
+            dec = self._decoder()
+            try:
+                while True:
+                    reply.append(token)
+                    last = len(reply) >= self.cfg.max_new_tokens
+                    if not last:     # queue the token's forward first: the device computes it
+                        dec.feed(token)                     # while the text goes out
+                        fed = len(reply)
+                    delta = stream.push(token)
+                    if delta:
+                        yield ReplyDelta(self._now(chunk), rid, delta)
+                    if last:
+                        break
+                    if cancel is not None and cancel():
+                        cancelled = True
+                        break
+                    token = dec.next()
+                    if token in self._stops:
+                        break
+            finally:
+                dec.close()          # the cache holds exactly the fed tokens from here on
             self._finish_round(key, tuple(reply), fed)
             yield ReplyEnded(self._now(chunk), rid, stream.text, proactive, step_ms,
                              len(reply), cancelled)
         finally:
             if self._rounds and self._rounds[-1].key == key and not self._rounds[-1].done:
                 self._finish_round(key, tuple(reply) if not silent else None, fed)
+
+    def _decoder(self):
+        """How reply tokens are fed and chosen: greedy on the device, one step ahead, where
+        the backend can (model/fast_greedy.py; the same tokens: argmax of the same biased
+        logits), else one append and one host-side pick per token."""
+        if self._sampler.temperature <= 0.0 and hasattr(self.model.backend, "greedy"):
+            bias = repetition_bias(self._turns, self.model.exempt) if self.cfg.repetition_penalty else {}
+            vec = None
+            if bias or (self._banned is not None and self._banned.numel()):
+                vec = apply_bias(torch.zeros(self.model.backend.vocab, device=self.model.backend.device),
+                                 bias, self._banned)
+            return self._live.greedy(vec, limit=self.cfg.max_new_tokens - 1)
+        return _Stepwise(self)
 
     def _finish_round(self, key: int, answer: tuple[int, ...] | None, fed: int) -> None:
         """Append the assistant turn (minus the ``fed`` reply tokens already in the cache);
@@ -305,3 +322,21 @@ class AuraSession:
         self._rounds[-1] = replace(self._rounds[-1], answer=answer, done=True)
         self._turns.append(answer or ())
         self._grow_shadow()
+
+
+class _Stepwise:
+    """The general decoder: each fed token is one append, each next token a host-side pick
+    (any sampler, any backend)."""
+
+    def __init__(self, session: AuraSession):
+        self.session, self.raw = session, None
+
+    def feed(self, token: int) -> None:
+        self.raw = self.session._live.append_ids((token,))
+
+    def next(self) -> int:
+        s = self.session
+        return s._sampler.pick(s._logits(self.raw))
+
+    def close(self) -> None:
+        pass

@@ -17,6 +17,11 @@ of at most ``slice_tokens`` until the ``time.perf_counter()`` deadline and says 
 work remains; ``flush()`` appends everything queued. Appending a segment in slices gives
 the same cache as appending it whole (positions and deepstack rows are sliced with it).
 ``release()`` frees the cache; the track must not be used afterwards.
+``greedy(bias, limit)`` (backends with ``greedy``, model/fast_greedy.py) starts a device-side
+greedy reply at ``next_pos``: ``feed(token)`` records each fed token (ids, positions) as
+``append_ids`` would, ``next()`` gives the next greedy token, ``close()`` must come before
+anything else touches the track; ``last_logits`` is None after it (a reply's logits stay
+on the device; the turn end appended or deferred next supersedes them anyway).
 """
 from __future__ import annotations
 
@@ -105,6 +110,11 @@ class Track:
     def append_ids(self, ids: tuple[int, ...] | list[int]) -> torch.Tensor:
         return self.append(Segment(tuple(ids)))
 
+    def greedy(self, bias: torch.Tensor | None, limit: int) -> "_Greedy":
+        if self._queue or self._deferred:
+            raise RuntimeError("Track.greedy with queued or deferred work: flush() first")
+        return _Greedy(self, self.backend.greedy(self.cache, self.next_pos, bias, limit))
+
     def defer_ids(self, ids: tuple[int, ...] | list[int]) -> None:
         if self._queue:
             raise RuntimeError("Track.defer_ids with queued work: flush() first")
@@ -137,6 +147,25 @@ class Track:
         if self.cache is not None:
             self.backend.release(self.cache)
             self.cache = None
+
+
+class _Greedy:
+    """A backend ``GreedyRun`` that keeps the track's ids and positions in step."""
+
+    def __init__(self, track: Track, run):
+        self.track, self.run = track, run
+
+    def feed(self, token: int) -> None:
+        self.run.feed(token)
+        self.track.ids.append(int(token))
+        self.track.next_pos += 1
+        self.track.last_logits = None
+
+    def next(self) -> int:
+        return self.run.next()
+
+    def close(self) -> None:
+        self.run.close()
 
 
 def _join(parts: list[_Prepared]) -> _Prepared:

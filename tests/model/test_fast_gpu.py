@@ -31,8 +31,10 @@ def test_triton_kernels_match_torch_ops_on_gpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     from model.fast_triton import TritonOps
-    for ops in (TritonOps(), TritonOps(decode_splits=5, prefill_splits=3, decode_block_n=16,
-                                          prefill_block_n=16, prefill_block_m=16)):
+    for ops in (TritonOps(), TritonOps(glu=True, pdl=True, gemv_lm_head=True),
+                TritonOps(glu=True, pdl=True, pdl_trigger_first=True, m1_block_k=4096, gemv_max_k=12288),
+                TritonOps(decode_splits=5, prefill_splits=3, decode_block_n=16,
+                          prefill_block_n=16, prefill_block_m=16)):
         result = op_checks(ops, "cuda")
         assert not failed(result), {k: result[k] for k in failed(result)}
 

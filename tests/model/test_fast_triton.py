@@ -33,7 +33,8 @@ def _op_checks():
     from model.fast_checks import failed, op_checks
     from model.fast_triton import TritonOps
     ops = TritonOps(decode_splits=5, prefill_splits=3, prefill_block_m=16, prefill_block_n=16,
-                    decode_block_n=16)
+                    decode_block_n=16, glu=True, gemv_lm_head=True)
+    assert not ops.pdl          # never under the interpreter
     # the interpreter rounds float32 -> bf16 by truncation (the GPU rounds to nearest), so
     # chained bf16 roundings drift by a few ulps more here: a looser bf16 bound than on CUDA
     result = op_checks(ops, "cpu", bf16_tol=5e-2)
