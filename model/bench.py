@@ -18,7 +18,10 @@ decode loop at >= 15k tokens, vision encoder timings and optionally micro-benchm
 The headline keys (``decode_ms_per_token``, ``chunk_step_p50_ms``, ``chunk_step_p99_ms``,
 ``chunk_step_max_ms``, ``question_ttft_ms``) are the engine's (``headline_source``); the
 harness's are ``harness_strict_*`` / ``harness_folded_*``, the backend loop's decode
-``backend_decode_ms_per_token``. Writes JSON after each section, so a failed section still
+``backend_decode_ms_per_token`` (the host picks each token) and ``backend_greedy_ms_per_token``
+(the device loop, model/fast_greedy.py). ``--variants`` also times whole steps under other
+kernel options (model/fast_micro.py); ``--only SECTION...`` runs just those sections after
+the model is built (e.g. ``--only setup decode variants``). Writes JSON after each section, so a failed section still
 leaves the others; a failed section is printed with its traceback, listed under
 ``errors`` and makes the exit code 1. Prints a table last (``model.bench_report``).
 The streams run back to back (not paced in real time); the idle work of each second is
@@ -289,6 +292,7 @@ class Bench(Sections):
         self.res["decode"] = out
         self.res["backend_decode_ms_per_token"] = out[0]["ms_per_token_p50"] if out else None
         self.res["backend_decode_context_tokens"] = out[0]["context_tokens"] if out else None
+        self.res["backend_greedy_ms_per_token"] = out[0]["greedy_ms_per_token_p50"] if out else None
 
     def _decode_at(self, c, ctx, emb_w) -> dict:
         """Fill cache ``c`` to ``ctx`` tokens, then time greedy decode as an engine runs it."""
@@ -307,6 +311,7 @@ class Bench(Sections):
             tok = int(logits.argmax())
             times.append((time.perf_counter() - t) * 1e3)
         row = {"context_tokens": ctx, "ms_per_token_p50": pct(times, 0.5), "ms_per_token_mean": sum(times) / len(times)}
+        row.update(self._greedy_at(c, ctx))
         if f.use_graphs:
             g1 = f._graphs[(1, False)]
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -320,6 +325,46 @@ class Bench(Sections):
                 floor = (self.lm_bytes + ctx * self.kv_bytes_per_token) / self.bw * 1e3
                 row.update(floor_ms=floor, graph_vs_floor=row["graph_replay_ms"] / floor)
         return row
+
+    def _greedy_at(self, c, ctx) -> dict:
+        """The device-side greedy loop (model/fast_greedy.py) from the same ``ctx`` tokens,
+        fed and read as the session does: ms per token over whole runs (median of 3)."""
+        f, n = self.fast, self.args.decode_tokens
+        f.truncate(c, ctx)
+        first = int(f.append(c, self.model.model.language_model.embed_tokens.weight[:1].detach(),
+                             self.torch.full((3, 1), ctx)).argmax())
+        runs = []
+        for _ in range(3):
+            f.truncate(c, ctx + 1)
+            self.sync()
+            t = time.perf_counter()
+            run = f.greedy(c, ctx + 1, None, limit=n)
+            tok = first
+            for _j in range(n):
+                run.feed(tok)
+                tok = run.next()
+            run.close()
+            self.sync()
+            runs.append((time.perf_counter() - t) * 1e3 / n)
+        row = {"greedy_ms_per_token_p50": pct(runs, 0.5), "greedy_runs_ms_per_token": runs}
+        if f.use_graphs:
+            f.truncate(c, ctx + 1)
+            run = f.greedy(c, ctx + 1, None)
+            run.feed(first)
+            a, b = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(50):
+                f._greedy_graph.replay()
+            b.record()
+            self.sync()
+            run.close()
+            row["greedy_graph_replay_ms"] = a.elapsed_time(b) / 50
+        return row
+
+    def variants(self) -> None:
+        from model.fast_micro import run_variants
+        if self.dev.type == "cuda":
+            self.res["variants"] = run_variants(self.fast)
 
     def vision_timing(self) -> None:
         from model.fast_vision import hf_video_features
@@ -361,6 +406,10 @@ def main(argv=None) -> int:
     ap.add_argument("--idle-budget-ms", type=float, default=600.0)
     ap.add_argument("--kernel-options", default="", help='JSON for TritonOps, e.g. {"decode_splits": 64}')
     ap.add_argument("--micro", action="store_true", help="also run kernel micro-benchmarks")
+    ap.add_argument("--variants", action="store_true",
+                    help="also time whole steps under other kernel options (model.fast_micro.run_variants)")
+    ap.add_argument("--only", nargs="+", metavar="SECTION",
+                    help="run only these sections after build and hbm (e.g. setup decode variants)")
     ap.add_argument("--engine-reply-max", type=int, default=64, help="engine max_new_tokens (decode samples)")
     ap.add_argument("--engine-decode-context", type=int, default=14000,
                     help="engine decode is timed once the context holds this many tokens")
@@ -376,6 +425,9 @@ def main(argv=None) -> int:
              ("stream", b.stream), ("stream_folded", lambda: b.stream(fold=True)), ("engine", b.engine),
              ("decode", b.decode), ("vision", b.vision_timing)]
     plan += [("micro", b.micro)] if args.micro else []
+    plan += [("variants", b.variants)] if args.variants or (args.only and "variants" in args.only) else []
+    if args.only:
+        plan = [(n, fn) for n, fn in plan if n in ("env", "build", "hbm") or n in args.only]
     for name, fn in plan:
         b.section(name, fn)
         if name in ("build", "setup") and b.res["errors"]:

@@ -20,6 +20,7 @@ def table(r: dict) -> str:
             ("ENGINE chunk step max ms", r.get("chunk_step_max_ms"), base.get("chunk_step_max_ms"), None),
             ("ENGINE question TTFT ms", r.get("question_ttft_ms"), None, 40),
             ("backend decode loop ms/token", r.get("backend_decode_ms_per_token"), None, None),
+            ("backend device-greedy loop ms/token", r.get("backend_greedy_ms_per_token"), None, None),
             ("harness strict chunk step p50 / p99", r.get("harness_strict_chunk_step_p50_ms"), None, None),
             ("  p99", r.get("harness_strict_chunk_step_p99_ms"), None, None),
             ("harness folded chunk step p50 / p99", r.get("harness_folded_chunk_step_p50_ms"), None, None),
@@ -38,6 +39,10 @@ def table(r: dict) -> str:
         lines.append(f"8B agreement (teacher-forced, same cache): {ag['teacher_forced_agree']}/"
                      f"{ag['teacher_forced_steps']} (sdpa vs eager reference: {ag['reference_sdpa_vs_eager_agree']}; "
                      f"{ag['near_tie_steps']} near-ties); free run identical for {ag['free_run_same_tokens']} tokens")
+    for v in r.get("variants") or []:
+        lines.append(f"variant {v['options']}: " + (v.get("error") or
+                     f"decode {v['decode_step_ms']:.3f} ms, turn end {v['turn_end_step_ms']:.3f} ms, "
+                     f"chunk@15k {v['chunk_forward_ms_ctx15000']:.2f} ms"))
     if r.get("errors"):
         lines.append("FAILED SECTIONS: " + ", ".join(e["section"] for e in r["errors"]))
     return "\n".join(lines)

@@ -10,6 +10,8 @@ replays), so launch overhead is out and back-to-back kernels behave as in the re
 * one whole 316-row chunk forward at 0 and at 15,000 cached tokens;
 * the vision encoder graph alone.
 Returns a JSON-ready dict. It overwrites cache slot 0 of ``backend``: run it last.
+``run_variants(backend)`` times whole steps under other kernel options (fused gate/up GEMV,
+programmatic dependent launch, the down GEMV in Triton, attention splits); same caveat.
 """
 from __future__ import annotations
 
@@ -89,6 +91,35 @@ def _step_ms(backend, rows, n_new, start, small: bool) -> float:
         backend._rope_tables(rows)
         run(rows, False, meta)
     return _graph_ms(fn, 1, replays=10)
+
+
+# round 3's defaults; then the defaults (round 4); then single switches off the defaults
+ROUND3 = {"glu": False, "pdl": False, "decode_splits": 16, "gemv_lm_head": False, "pdl_trigger_first": False}
+DECODE_VARIANTS = [ROUND3, {}, {"pdl": False}, {"glu": False}, {"gemv_lm_head": False},
+                   {"pdl_trigger_first": False}, {"decode_splits": 16}]
+
+
+def run_variants(backend, variants=DECODE_VARIANTS) -> list[dict]:
+    """Whole steps in a graph (decode at 15,360 tokens, a 4-row turn end, a 316-row chunk at
+    15,000) with each set of ``TritonOps`` options in place of the backend's own (restored
+    after); a variant that fails (e.g. PDL not capturable here) records its error."""
+    _fill_slot0(backend)
+    own, out = backend.ops, []
+    try:
+        for opts in variants:
+            row = {"options": opts}
+            try:
+                backend.ops = TritonOps(**opts)
+                row["pdl_active"] = backend.ops.pdl
+                row["decode_step_ms"] = _step_ms(backend, 1, 1, CTX, small=False)
+                row["turn_end_step_ms"] = _step_ms(backend, 4, 3, CTX, small=False)
+                row["chunk_forward_ms_ctx15000"] = _step_ms(backend, 320, 316, 15000, small=False)
+            except Exception as e:       # noqa: BLE001 -- recorded, the sweep goes on
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            out.append(row)
+    finally:
+        backend.ops = own
+    return out
 
 
 def run_micro(backend, vision) -> dict:
