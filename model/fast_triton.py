@@ -334,7 +334,7 @@ class TritonOps:
                  gemv_stages: int = 3, small_rows: int = 0, gemv_m1: bool = True,
                  gemv_max_k: int = 4096, glu: bool = True, glu_block_n: int = 2, pdl: bool = True,
                  pdl_max_rows: int = 4, pdl_trigger_first: bool = True, gemv_lm_head: bool = True,
-                 m1_block_k: int = 1024):
+                 m1_block_k: int = 1024, lm_head_block_n: int = 4):
         self.decode_splits, self.decode_block_n = decode_splits, decode_block_n
         self.decode_warps, self.decode_stages = decode_warps, decode_stages
         self.prefill_splits, self.prefill_block_m = prefill_splits, prefill_block_m
@@ -350,6 +350,7 @@ class TritonOps:
         # PDL (model/fast_pdl.py): only where the GPU and this Triton have it, never interpreted
         self.pdl = bool(pdl) and not interpret and pdl_supported()
         self.pdl_max_rows, self.gemv_lm_head, self.m1_block_k = pdl_max_rows, gemv_lm_head, m1_block_k
+        self.lm_head_block_n = lm_head_block_n
         self.pdl_mode = TRIGGER_FIRST if pdl_trigger_first else WAIT_FIRST
 
     def _use_pdl(self, rows: int) -> int:
@@ -465,8 +466,8 @@ class TritonOps:
         """``logits32 = float(round(xn_last @ w.T))``: cuBLAS into ``logits`` then a copy, or
         with ``gemv_lm_head`` the Triton GEMV writing float32 straight away (same rounding)."""
         if self.gemv_lm_head:
-            gemv(xn_last, w, logits32[None], meta_dev=meta.dev, block_n=4, block_k=1024, num_warps=4,
-                 num_stages=3, pdl=self._use_pdl(1))
+            gemv(xn_last, w, logits32[None], meta_dev=meta.dev, block_n=self.lm_head_block_n,
+                 block_k=1024, num_warps=4, num_stages=3, pdl=self._use_pdl(1))
         else:
             torch.mm(xn_last, w.t(), out=logits)
             logits32.copy_(logits[0])

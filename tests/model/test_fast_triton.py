@@ -52,7 +52,7 @@ def _model_check():
     model = build_qwen3vl(tiny_config(), dtype=torch.float32, device="cpu", seed=2)
     # wide GEMV tiles: the interpreter runs programs one by one (lm_head has 152k rows)
     ops = TritonOps(decode_splits=4, prefill_splits=3, prefill_block_m=16, prefill_block_n=16,
-                    decode_block_n=16, gemv_block_n=8192, gemv_block_k=64)
+                    decode_block_n=16, gemv_block_n=8192, gemv_block_k=64, lm_head_block_n=8192)
     fast = FastBackend(model, max_tokens=160, pool_size=2, ops=ops, use_graphs=False,
                        pad_rows=True, buckets=(1, 2, 4, 8, 16, 32))
     ref = HFTextCache(model)
