@@ -129,7 +129,7 @@ def cmd_app(argv: list[str]) -> int:
 # --- replay ---------------------------------------------------------------------------
 def cmd_replay(argv: list[str]) -> int:
     """Run the engine over a video file (JSON lines out, app/replay.py), or re-run a recording
-    folder through the current models and compare (app/replay_recording.py)."""
+    folder through the current models and compare (app/recording/rerun.py)."""
     parser = argparse.ArgumentParser(prog="launch.py replay", description=cmd_replay.__doc__)
     parser.add_argument("video", metavar="VIDEO|RECORDING_DIR",
                         help="a video file (anything OpenCV reads: mp4, y4m, ...) or a recording folder")
@@ -162,7 +162,7 @@ def _replay_recording(cfg, rec_dir: Path, out: str | None) -> int:
     import time
     from app.main import CACHE, progress
     from app.presets import apply_preset
-    from app.replay_recording import replay_recording
+    from app.recording.rerun import replay_recording
     from model.vlm import ModelLoadError
     from speech.asr import AsrLoadError
     out_dir = Path(out) if out else ROOT / "replays" / f"{rec_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -188,12 +188,12 @@ def cmd_test(argv: list[str]) -> int:
 
 # --- export ---------------------------------------------------------------------------
 def cmd_export(argv: list[str]) -> int:
-    """Bundle one recording folder into a zip (app/export.py); a bad folder is exit 2."""
+    """Bundle one recording folder into a zip (app/recording/export.py); a bad folder is exit 2."""
     parser = argparse.ArgumentParser(prog="launch.py export", description=cmd_export.__doc__)
     parser.add_argument("recording", metavar="RECORDING_DIR")
     parser.add_argument("--out", metavar="FILE.zip", help="default: ./<recording name>.zip")
     args = parser.parse_args(argv)
-    from app.export import export
+    from app.recording.export import export
     rec = Path(args.recording)
     try:
         out = export(rec, Path(args.out) if args.out else Path(f"{rec.resolve().name}.zip"))

@@ -47,7 +47,7 @@ def recorder_factory(config: Config):
     """Make each session's recorder; its errors show in that session's UI."""
     if not config.app.record:
         return None
-    from app.recorder import Recorder
+    from app.recording.recorder import Recorder
     root = Path(config.app.recordings_dir)
 
     def make(session_id: str, clock: Any, view: Any) -> Any:

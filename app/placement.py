@@ -5,10 +5,8 @@ configured device strings (``auto``, ``cpu``, ``cuda``, ``cuda:N`` and for the V
 comma list ``cuda:1,cuda:2`` to split it) into a ``Placement``. Automatic rules, the
 authors' layout: no GPU -> everything on the CPU with a warning; one GPU -> everything
 on cuda:0; two or more -> speech (ASR, TTS) on cuda:0 and the VLM on cuda:1. A device
-that does not exist is a ``ValueError`` naming the option. ``split_layers`` and
-``vlm_device_map`` spread the language model's decoder layers over several GPUs (vision
-tower and embeddings on the first, final norm and LM head on the last) as a device map
-for ``from_pretrained``.
+that does not exist is a ``ValueError`` naming the option. A split VLM's device map
+itself is the engine's business (model/split.py).
 """
 from __future__ import annotations
 
@@ -66,26 +64,3 @@ def plan_placement(n_gpus: int, vlm: str = "auto", asr: str = "auto", tts: str =
         warning = ("No GPU in use for the VLM: it runs on the CPU, far slower than real time "
                    "for the 8B model (fine for --preset offline).")
     return Placement(vlm=vlm_devices, asr=asr_dev, tts=tts_dev, warning=warning)
-
-
-def split_layers(n_layers: int, n_devices: int) -> list[int]:
-    """Decoder layers per device, as even as possible, earlier devices taking the extra."""
-    if n_layers < 1 or n_devices < 1:
-        raise ValueError("split_layers needs at least one layer and one device")
-    base, extra = divmod(n_layers, n_devices)
-    return [base + (1 if i < extra else 0) for i in range(n_devices)]
-
-
-def vlm_device_map(n_layers: int, devices: tuple[str, ...]) -> dict[str, str]:
-    """A ``from_pretrained`` device map for Qwen3-VL over ``devices`` (module-name -> device)."""
-    first, last = devices[0], devices[-1]
-    dmap = {"model.visual": first, "model.language_model.embed_tokens": first,
-            "model.language_model.rotary_emb": first}
-    layer = 0
-    for device, count in zip(devices, split_layers(n_layers, len(devices))):
-        for _ in range(count):
-            dmap[f"model.language_model.layers.{layer}"] = device
-            layer += 1
-    dmap["model.language_model.norm"] = last
-    dmap["lm_head"] = last
-    return dmap

@@ -18,7 +18,7 @@ recordings folder that cannot be created, an ``--out`` that cannot be written or
 that cannot load is one line on stderr and exit code 2; an engine failure mid-stream ends
 the output with an ``error`` line (and one on stderr), exit code 1. ``--preset offline``
 uses the app's tiny checkpoint (app/presets.py, built once under the cache folder).
-``--record DIR`` also records the run like a live session (app/recorder.py: the chunks the
+``--record DIR`` also records the run like a live session (app/recording/recorder.py: the chunks the
 model saw, user/step/reply events; no microphone or voice, so those tracks are empty) into
 ``DIR/<time>-replay/``, for the Review tab, export and ``replay RECORDING_DIR``.
 ``Replayer(tap=...)`` hands every session event to ``tap``.
@@ -181,7 +181,7 @@ def open_recorder(cfg, root: Path, video: str):
     """The Recorder of a replay run and the tap that feeds it (its clock follows the
     stream time of the events, so events are written as the replay advances)."""
     from app.clock import ManualClock
-    from app.recorder import Recorder
+    from app.recording.recorder import Recorder
     stream = ManualClock()
     meta = {"source": "replay", "video": str(Path(video).resolve()), "model": cfg.engine.model,
             "preset": cfg.app.preset, "seed": cfg.engine.seed, "temperature": cfg.engine.temperature,

@@ -300,7 +300,7 @@ class AuraSession:
 
     def _decoder(self):
         """How reply tokens are fed and chosen: greedy on the device, one step ahead, where
-        the backend can (model/fast_greedy.py; the same tokens: argmax of the same biased
+        the backend can (model/fast/greedy.py; the same tokens: argmax of the same biased
         logits), else one append and one host-side pick per token."""
         if self._sampler.temperature <= 0.0 and hasattr(self.model.backend, "greedy"):
             bias = repetition_bias(self._turns, self.model.exempt) if self.cfg.repetition_penalty else {}

@@ -17,7 +17,7 @@ of at most ``slice_tokens`` until the ``time.perf_counter()`` deadline and says 
 work remains; ``flush()`` appends everything queued. Appending a segment in slices gives
 the same cache as appending it whole (positions and deepstack rows are sliced with it).
 ``release()`` frees the cache; the track must not be used afterwards.
-``greedy(bias, limit)`` (backends with ``greedy``, model/fast_greedy.py) starts a device-side
+``greedy(bias, limit)`` (backends with ``greedy``, model/fast/greedy.py) starts a device-side
 greedy reply at ``next_pos``: ``feed(token)`` records each fed token (ids, positions) as
 ``append_ids`` would, ``next()`` gives the next greedy token, ``close()`` must come before
 anything else touches the track; ``last_logits`` is None after it (a reply's logits stay

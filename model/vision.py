@@ -9,7 +9,7 @@ merged grid ``(h, w)``. ``pixels(frames)`` gives the vision tower's input
 ``model.pixels.ChunkPixels`` with torch ops on the model's device, numerically the
 checkpoint's HF video processor (``do_resize=False``: the size is ours), which is only
 read for its settings. The vision tower then runs once (as one CUDA graph with the fast
-backend: ``model.fast_vision``). The session keeps the features per chunk so a window
+backend: ``model.fast.vision``). The session keeps the features per chunk so a window
 rebuild never re-runs the ViT.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class VisionEncoder:
         self.device = hf_model.device
         self.dtype = hf_model.model.visual.dtype
         self.prep = ChunkPixels(video_processor, self.max_pixels, self.device)
-        self.fast = None     # model.fast_vision.FastVision (set by the loader with the fast backend)
+        self.fast = None     # model.fast.vision.FastVision (set by the loader with the fast backend)
 
     def pixels(self, frames) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pixel_values_videos, video_grid_thw)`` for one chunk: float32 rows on the

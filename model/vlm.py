@@ -4,7 +4,7 @@ Contract:
 * ``AuraModel.load(cfg: EngineConfig, progress=None, sessions=2) -> AuraModel`` loads an HF
   id or a local directory of a Qwen3-VL checkpoint with a ``<|silent|>`` token (tokenizer,
   video processor, weights) on ``cfg.device`` ("auto": CUDA if present; "cuda:1,cuda:2"
-  splits it with a device map from app/placement.py, vision and embeddings on the first
+  splits it with a device map from model/split.py, vision and embeddings on the first
   GPU, the LM head on the last, served by the reference backend) in ``cfg.dtype``
   ("auto": bf16 on CUDA, fp32 on CPU). Failures raise ``ModelLoadError`` with one line:
   a path that does not exist, a download that failed (names the model and suggests
@@ -15,8 +15,8 @@ Contract:
   share one model and never share state.
 * ``embed(ids)`` input embeddings ``(L, hidden)``; ``vision.encode(frames)`` chunk features.
 * ``choose_backend(kind, hf_model, device, max_tokens)`` picks the LMBackend: "reference"
-  (model/reference.py), "fast" (model/fast.py ``FastBackend(hf_model, max_tokens=...)``,
-  CUDA only) or "auto" (fast on CUDA when model/fast.py imports, else reference);
+  (model/reference.py), "fast" (model/fast/backend.py ``FastBackend(hf_model, max_tokens=...)``,
+  CUDA only) or "auto" (fast on CUDA when model/fast/backend.py imports, else reference);
   ``attach_backend()`` is the loader's use of it (also for benchmarks that build the HF
   model themselves).
 * ``context_budget(cfg, layout)`` tokens per preallocated cache, derived from the windows
@@ -74,7 +74,7 @@ def load_weights(transformers, path, dtype, devices: tuple[str, ...]):
     except ImportError:
         raise ModelLoadError("splitting the VLM over several GPUs needs the accelerate package "
                              "(pip install accelerate)") from None
-    from app.placement import vlm_device_map
+    from model.split import vlm_device_map
     layers = transformers.AutoConfig.from_pretrained(path).text_config.num_hidden_layers
     return cls.from_pretrained(path, dtype=dtype, device_map=vlm_device_map(layers, devices)).eval()
 
@@ -120,7 +120,7 @@ def choose_backend(kind: str, hf_model, device: str, max_tokens: int, pool_size:
     if not on_cuda:
         raise ModelLoadError("engine.backend: the fast backend needs a CUDA device")
     try:
-        from model.fast import FastBackend
+        from model.fast.backend import FastBackend
     except ImportError as e:
         if kind == "fast":
             raise ModelLoadError(f"engine.backend: the fast backend is not available ({e})") from None
@@ -219,7 +219,7 @@ class AuraModel:
         kind = "reference" if self.split else self.cfg.backend
         self.backend = choose_backend(kind, self.hf, self.device, budget, pool_size=self.cache_pool_size)
         if type(self.backend).__name__ == "FastBackend":
-            from model.fast_vision import FastVision
+            from model.fast.vision import FastVision
             grids = [self.vision.prep.grid_for(h, w) for h, w in WARM_FRAME_SIZES]
             self.vision.fast = FastVision(self.hf, grids, auto_prepare=True)
 

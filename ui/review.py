@@ -4,7 +4,7 @@ Contract: ``build_review_tab(recordings_root)`` adds the tab's components and wi
 ``gr.Blocks()`` / ``gr.Tab`` context it is called in (gradio 5.50; auth is app-wide).
 All logic lives in ``Review``, plain methods the tests call without gradio:
 ``rows()``, ``open(rec_id)``, ``event_rows(events, kinds)``, ``jump_time(rows, index)``,
-``export(rec_id)``, ``delete(rec_id, confirmed)``. Ids go through ``app.recordings.resolve``
+``export(rec_id)``, ``delete(rec_id, confirmed)``. Ids go through ``app.recording.library.resolve``
 (regex, no traversal, no links); files handed to the browser are renders and copies in the
 tab's own work folder, never a path built from input. Recording text (ASR, model replies,
 error messages) is shown as plain text cells or HTML-escaped in the timeline.
@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app import export as exporter
-from app import recordings as cat
+from app.recording import export as exporter
+from app.recording import library as cat
 
 HEADERS = ["recording", "started", "length", "questions", "replies", "proactive", "size", "status"]
 EVENT_HEADERS = ["t (s)", "event", "detail"]

@@ -155,8 +155,8 @@ def test_recorded_session_replays_to_identical_decisions(runtime, pipeline_confi
     from dataclasses import replace
     from app.clock import MonotonicClock
     from app.main import recorder_factory
-    from app.recordings import list_recordings, read_events
-    from app.replay_recording import replay_recording
+    from app.recording.library import list_recordings, read_events
+    from app.recording.rerun import replay_recording
     question, _silence, _ = speech_files
     cfg = replace(pipeline_config, app=replace(pipeline_config.app, proactive=False, record=True,
                                                recordings_dir=str(tmp_path / "rec")))

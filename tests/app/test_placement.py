@@ -1,7 +1,7 @@
 """Device placement: the automatic layout by GPU count and the explicit overrides."""
 import pytest
 
-from app.placement import plan_placement, split_layers, vlm_device_map
+from app.placement import plan_placement
 
 
 def test_no_gpu_runs_on_cpu_with_a_warning():
@@ -37,13 +37,3 @@ def test_explicit_devices_override_and_are_checked():
         plan_placement(2, vlm="cpu,cuda:1")
     with pytest.raises(ValueError, match="once"):
         plan_placement(2, vlm="cuda:1,cuda:1")
-
-
-def test_split_layers_and_device_map_cover_every_layer_once():
-    """A split VLM must place each of the 36 decoder layers exactly once, in order."""
-    assert split_layers(36, 2) == [18, 18] and split_layers(36, 5) == [8, 7, 7, 7, 7]
-    dmap = vlm_device_map(36, ("cuda:1", "cuda:2", "cuda:3"))
-    layers = [dmap[f"model.language_model.layers.{i}"] for i in range(36)]
-    assert layers == ["cuda:1"] * 12 + ["cuda:2"] * 12 + ["cuda:3"] * 12
-    assert dmap["model.visual"] == "cuda:1" and dmap["lm_head"] == "cuda:3"
-    assert dmap["model.language_model.norm"] == "cuda:3"

@@ -137,8 +137,8 @@ def test_record_flag_makes_a_reviewable_replayable_recording(tmp_path, tiny, tin
     """`replay VIDEO --record DIR` (issue 5 item 1) records the run like a live session: the
     chunks the model saw bit for bit, the typed question, every decision and reply; the
     recording lists in the catalogue and replays to identical decisions."""
-    from app.recording_media import read_chunks
-    from app.recordings import list_recordings, read_events
+    from app.recording.media import read_chunks
+    from app.recording.library import list_recordings, read_events
     video = write_video(tmp_path / "noise.mp4", 5.0)
     rc, out, err = _run([video, "--model", tiny, "--vlm-device", "cpu", "--ask", "2.3:What is this?",
                          "--record", tmp_path / "rec"], capsys)

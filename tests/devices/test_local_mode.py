@@ -74,6 +74,6 @@ def test_local_devices_answer_a_spoken_question(pulse_room, camera_file, speech_
             app.kill()
     assert app.returncode == 0, out.read_text()[-2000:]
     # the session was recorded and closed cleanly
-    from app.recordings import list_recordings
+    from app.recording.library import list_recordings
     (rec,) = list_recordings(tmp_path / "rec")
     assert rec.complete and rec.n_questions >= 1

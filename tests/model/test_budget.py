@@ -10,7 +10,7 @@ import pytest
 
 from app.events import VideoChunk
 from model import context as ctx
-from model.fast import FastBackend
+from model.fast.backend import FastBackend
 from model.prompt import Layout
 from model.session import ContextOverflowError
 from model.vlm import AuraModel, context_budget

@@ -1,6 +1,6 @@
 """Pixel rows on the model's device (model/pixels.py) against the checkpoint's HF video
 processor, which the engine no longer calls per chunk (CPU here; the GPU twin is in
-tests/model/test_fast_gpu.py)."""
+tests/model/fast/test_gpu.py)."""
 from __future__ import annotations
 
 import numpy as np

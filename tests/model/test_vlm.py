@@ -68,7 +68,7 @@ def test_split_device_is_refused_clearly(tiny_dir):
 
 
 def test_split_device_map_covers_the_model_and_gives_the_same_logits(tiny_dir, tmp_path):
-    """Guards --vlm-device cuda:1,cuda:2: the device map from app/placement.py must name every
+    """Guards --vlm-device cuda:1,cuda:2: the device map from model/split.py must name every
     module of the real Qwen3-VL class, and the model split by it must compute what the whole
     one does through the engine. No GPUs here: the second half goes to accelerate's "disk"
     offload, which dispatches it with the same hooks a second GPU gets."""
@@ -76,7 +76,7 @@ def test_split_device_map_covers_the_model_and_gives_the_same_logits(tiny_dir, t
     import torch
     import transformers
     from app.events import VideoChunk
-    from app.placement import vlm_device_map
+    from model.split import vlm_device_map
     from model.vlm import AuraModel
     from tests.model.conftest import engine_cfg
     cfg = engine_cfg(tiny_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.clock import ManualClock
-from app.recorder import Recorder
+from app.recording.recorder import Recorder
 from tests.recording.session_fixture import Voices, feed, make_session, make_voices
 
 

@@ -143,7 +143,7 @@ def _main(root: str, seconds: str) -> None:
     import time
 
     from app.clock import MonotonicClock
-    from app.recorder import Recorder
+    from app.recording.recorder import Recorder
     story = make_session(make_voices(), seconds=int(seconds))
     clock = MonotonicClock()
     rec = Recorder.open(Path(root), "killme", {"fixture": True}, clock,

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import recordings as cat
-from app.export import Cue, assistant_cues, export, preview, to_srt, to_vtt, user_cues
-from app.recording_media import frame_at, iter_video_frames
+from app.recording import library as cat
+from app.recording.export import Cue, assistant_cues, export, preview, to_srt, to_vtt, user_cues
+from app.recording.media import frame_at, iter_video_frames
 from tests.recording.session_fixture import ANSWER, PROACTIVE, QUESTION, read_counter
 
 ROOT = Path(__file__).resolve().parents[2]

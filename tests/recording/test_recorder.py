@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from app import events as ev
-from app import recordings as cat
+from app.recording import library as cat
 from app.clock import ManualClock
-from app.recorder import Recorder
-from app.recording_media import frame_at, iter_video_frames, read_chunks, read_wav
+from app.recording.recorder import Recorder
+from app.recording.media import frame_at, iter_video_frames, read_chunks, read_wav
 from tests.recording.conftest import record_story
 from tests.recording.session_fixture import H, W, draw_frame, make_session, make_voices, read_counter
 
@@ -251,6 +251,6 @@ def test_sigkill_mid_session_leaves_a_readable_recording(tmp_path):
     assert not info.live and not info.complete and info.duration_s >= kill_t - 1.0
     assert json.loads((path / "meta.json").read_text())["complete"] is False
 
-    from app.export import export
+    from app.recording.export import export
     out = export(path, tmp_path / "killed.zip")
     assert out.stat().st_size > 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from app import events as ev
-from app import recordings as cat
-from app.regression import compare, format_markdown, write_comparison
-from app.recording_media import mic_blocks, read_chunks
+from app.recording import library as cat
+from app.recording.regression import compare, format_markdown, write_comparison
+from app.recording.media import mic_blocks, read_chunks
 from tests.recording.conftest import record_story
 from tests.recording.session_fixture import make_session
 

@@ -73,7 +73,7 @@ def test_recording_text_is_escaped_in_the_timeline(evil, tmp_path):
 
 def test_event_rows_filter_and_jump(recorded, tmp_path):
     """Guards against the timeline list ignoring the filter or jumping to a wrong time."""
-    from app import recordings as cat
+    from app.recording import library as cat
     events = cat.read_events(recorded.path / "events.jsonl")
     rows = Review.event_rows(events, ["decisions"])
     assert len(rows) == 9 and all(r[1] == "step" for r in rows)

@@ -105,7 +105,7 @@ def server(tmp_path_factory):
 def _wait_until_no_session(server, timeout_s: float = 90.0) -> None:
     """A closed page's WebRTC connection ends (and its session with it) only when the
     server notices; each test starts once no session is live (seen in the recordings)."""
-    from app.recordings import is_live
+    from app.recording.library import is_live
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if not any(is_live(p.parent) for p in server["recordings"].glob("*/events.jsonl")):
@@ -178,7 +178,7 @@ def test_spoken_question_in_the_browser(server, browser, tmp_path):
     finally:
         page.close()
     # closing the page ends the session; its recording holds the conversation and the video
-    from app.recordings import list_recordings, read_events
+    from app.recording.library import list_recordings, read_events
     _wait_until_no_session(server)
     recs = list_recordings(server["recordings"])
     assert recs, "no recording was made"
