@@ -52,6 +52,53 @@ def engine_model(hf_model, *, max_new_tokens: int = 64):
     return AuraModel(cfg, hf_model, tok, vproc, dev)
 
 
+def load_engine(config_path: str | None, *, tiny: bool, device: str, sessions: int,
+                max_new_tokens: int | None = None):
+    """The random-weight model (the 8B shape from ``config_path``, or the tiny one in float32)
+    in the engine as the app loads it (``engine_for`` then ``attach``)."""
+    model = engine_for(config_path, tiny=tiny, device=device, max_new_tokens=max_new_tokens)
+    attach(model, sessions)
+    return model
+
+
+def engine_for(config_path: str | None, *, tiny: bool, device: str, max_new_tokens: int | None = None):
+    """``AuraModel`` around a random-weight Qwen3-VL built on ``device``, with the
+    EngineConfig defaults (``max_new_tokens`` None keeps the default); no backend yet."""
+    from app.config import EngineConfig
+    from model.fast.tiny import build_qwen3vl, load_config, tiny_config
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    hf = build_qwen3vl(tiny_config() if tiny else load_config(config_path),
+                       dtype=torch.float32 if tiny else torch.bfloat16, device=device, seed=0)
+    return engine_model(hf, max_new_tokens=max_new_tokens or EngineConfig().max_new_tokens)
+
+
+def attach(model, sessions: int) -> None:
+    """The backend as ``AuraModel.load`` attaches it for ``sessions`` (a live and a shadow
+    cache each, ``context_budget`` tokens per cache): on CUDA ``attach_backend()`` (graphs);
+    on the CPU the same objects, eager."""
+    from model.fast.backend import FastBackend
+    from model.fast.vision import FastVision
+    from model.prompt import Layout
+    from model.vlm import context_budget
+    model.sessions = max(1, int(sessions))
+    if model.device.startswith("cuda"):
+        model.attach_backend()
+    else:
+        budget = context_budget(model.cfg, Layout.for_config(model.tokenizer, model.specials, model.cfg))
+        model.backend = FastBackend(model.hf, max_tokens=budget, pool_size=model.cache_pool_size)
+        model.vision.fast = FastVision(model.hf, [], auto_prepare=True)
+
+
+def cache_bytes(model) -> int:
+    """Bytes of one preallocated KV cache of ``model`` (K and V, every layer)."""
+    from model.prompt import Layout
+    from model.vlm import context_budget
+    c = model.hf.config.text_config
+    per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * model.hf.dtype.itemsize
+    return per_token * context_budget(model.cfg, Layout.for_config(model.tokenizer, model.specials, model.cfg))
+
+
 class _Spent:
     """Host time in ``vision.pixels`` and in GC pauses since ``zero()`` (ms)."""
 
