@@ -271,7 +271,10 @@ class Fleet:
 
     def run(self, n: int, *, seconds: float, settle_s: float = 3.0, warm_chunks: int = 30,
             stagger_chunks: int = 15, question_every_s: float = 20.0, reply_tokens=(12, 40),
-            seed: int = 0, progress=print) -> FleetRecord:
+            seed: int = 0, progress=print, stop: threading.Event | None = None,
+            opened: threading.Event | None = None) -> FleetRecord:
+        """See the module contract; ``stop`` ends the run early (set by another thread),
+        ``opened`` is set once the live sessions run."""
         from app.live import LiveSession
         from app.orchestrator import Settings
         self._round += 1
@@ -303,10 +306,13 @@ class Fleet:
                  for j in range(int(seconds // question_every_s) + 1)] for i in range(n)]
         plan = [[t for t in qs if t < end - 0.5] for qs in plan]
         shown = 0.0
+        if opened is not None:
+            opened.set()
         try:
             while True:
                 now = [log.clock.now() for log in logs]
-                if min(now) >= end:
+                if min(now) >= end or (stop is not None and stop.is_set()):
+                    end = min(end, max(now))
                     break
                 if now[0] - shown >= 30.0:
                     shown = now[0]
