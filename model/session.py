@@ -10,7 +10,8 @@ Contract (the orchestrator's; one engine thread drives a session):
   finished, cancelled, or cut short because the caller closed the generator or started
   the next step -- so two user turns never follow each other. ``allow_speak=False``
   (proactive remarks switched off) records a silent turn whatever the model chose;
-  ``p_silent`` is still the model's.
+  ``p_silent`` is still the model's: p(``<|silent|>``) + p(``<|im_end|>``) of the first
+  token (both mean silence), with the two parts in ``p_silent_token`` and ``p_im_end``.
 * ``maintain(budget_s) -> bool`` spends up to ``budget_s`` seconds building the shadow
   cache for the next window cut; True if shadow work remains.
 * ``reset()`` empties the context (same model); ``close()`` frees the caches.
@@ -56,7 +57,7 @@ import torch
 from app.events import ReplyDelta, ReplyEnded, ReplyStarted, StepDecision, VideoChunk
 from model import context as ctx
 from model.prompt import Layout, Segment
-from model.sampling import MAX_TURNS, Sampler, TextStream, apply_bias, p_token, repetition_bias
+from model.sampling import MAX_TURNS, Sampler, TextStream, apply_bias, p_tokens, repetition_bias
 from model.track import Track
 from model.vision import VisionFeatures
 
@@ -255,14 +256,15 @@ class AuraSession:
         self._rounds.append(ctx.Round(key, chunk.start_s, chunk.t_s, q))
         logits = self._logits(self._live.append(seg, feats))
         token = self._sampler.pick(logits)
-        p_silent = p_token(logits, self.model.specials.silent)
+        # both silence tokens mean silence (protocol section 4): p(silent) is their sum
+        p_parts = p_tokens(logits, (self.model.specials.silent, self.model.specials.im_end))
         silent = token in self._stops or not allow_speak
         reply: list[int] = []
         fed = 0
         try:
             step_ms = (time.perf_counter() - t0) * 1000
-            yield StepDecision(chunk.t_s, "silent" if silent else "speak", p_silent,
-                               self.context_tokens, step_ms, chunk.index, q)
+            yield StepDecision(chunk.t_s, "silent" if silent else "speak", sum(p_parts),
+                               self.context_tokens, step_ms, chunk.index, q, *p_parts)
             if silent:
                 return
             self._n_replies += 1

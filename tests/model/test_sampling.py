@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from model.sampling import (MAX_PENALTY, MAX_TOKENS, Sampler, TextStream, apply_bias, is_plain_symbol,
-                            p_token, repetition_bias)
+                            p_tokens, repetition_bias)
 
 
 def test_greedy_is_argmax_and_p_token_is_softmax():
     logits = torch.tensor([0.0, 2.0, 1.0])
     assert Sampler().pick(logits) == 1
-    assert p_token(logits, 1) == pytest.approx(float(torch.softmax(logits, 0)[1]))
+    assert p_tokens(logits, (1, 0)) == pytest.approx(tuple(torch.softmax(logits, 0)[[1, 0]].tolist()))
 
 
 def test_same_seed_same_samples_and_top_p_truncates():

@@ -88,3 +88,46 @@ def test_cli_silent_special_changes_only_the_tokenizer(tiny_dir, tmp_path):
     assert silent == plain.convert_tokens_to_ids("<|silent|>") and silent in tok.all_special_ids
     assert torch.equal(torch.tensor(tok.encode("What is on the table?")),
                        torch.tensor(plain.encode("What is on the table?")))
+
+
+class _Capture:
+    """The model's backend, keeping the logits of every append (the first append of a
+    step is the chunk turn: its logits decide)."""
+
+    def __init__(self, inner):
+        self.inner, self.logits = inner, []
+
+    def append(self, *args, **kwargs):
+        out = self.inner.append(*args, **kwargs)
+        self.logits.append(out.clone())
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_p_silent_is_silent_plus_im_end(tiny_model):
+    """Guards issue 12 item 2: both ``<|silent|>`` and ``<|im_end|>`` on the first token mean
+    silence, so p(silent) is their sum (it was p(<|silent|>) alone); both parts are logged
+    (StepDecision fields, hence every events.jsonl / replay line)."""
+    import copy
+
+    from app.events import to_record
+    model = copy.copy(tiny_model)
+    model.backend = _Capture(tiny_model.backend)
+    session = model.new_session("p")
+    sp, rng = model.specials, np.random.default_rng(5)
+    tol, ends = 1e-7, []                     # same logits, same softmax: fp32 rounding only
+    for i in range(4):
+        before = len(model.backend.logits)
+        step = list(session.step(chunk_at(i, random_frames(rng))))[0]
+        raw = model.backend.logits[before].float()
+        raw[session._banned] = float("-inf")                 # no bias: the penalty is off
+        probs = torch.softmax(raw, -1)
+        p_sil, p_end = float(probs[sp.silent]), float(probs[sp.im_end])
+        ends.append(p_end)
+        assert abs(step.p_silent_token - p_sil) <= tol and abs(step.p_im_end - p_end) <= tol
+        assert abs(step.p_silent - (p_sil + p_end)) <= 2 * tol
+        rec = to_record(step)
+        assert rec["p_silent_token"] == round(p_sil, 4) and rec["p_im_end"] == round(p_end, 4)
+    assert max(ends) > 100 * tol                             # the second part mattered
