@@ -8,7 +8,8 @@ Contract (the orchestrator's; one engine thread drives a session):
   (only appended: history is never re-rendered), the first-token logits decide silent vs
   speak (protocol section 4), and the assistant turn is ALWAYS appended -- silent,
   finished, cancelled, or cut short because the caller closed the generator or started
-  the next step -- so two user turns never follow each other. ``allow_speak=False``
+  the next step -- so two user turns never follow each other. A reply abandoned before its
+  first token keeps that token (already chosen): never an empty assistant turn. ``allow_speak=False``
   (proactive remarks switched off) records a silent turn whatever the model chose;
   ``p_silent`` is still the model's: p(``<|silent|>``) + p(``<|im_end|>``) of the first
   token (both mean silence), with the two parts in ``p_silent_token`` and ``p_im_end``.
@@ -298,7 +299,10 @@ class AuraSession:
                              len(reply), cancelled)
         finally:
             if self._rounds and self._rounds[-1].key == key and not self._rounds[-1].done:
-                self._finish_round(key, tuple(reply) if not silent else None, fed)
+                # abandoned before the first token went into the reply: keep the token
+                # already chosen, never an empty assistant turn (issue 12 item 7)
+                answer = None if silent else tuple(reply) or (token,)
+                self._finish_round(key, answer, fed)
 
     def _decoder(self):
         """How reply tokens are fed and chosen: greedy on the device, one step ahead, where

@@ -75,8 +75,9 @@ def test_folded_turn_ends_leave_the_same_cache_with_fewer_forwards(tiny_model):
         assert folded.context_ids() == strict.context_ids() and folded.context_tokens == strict.context_tokens
         cuts += start is not None and folded.window_start_s != start
         start = folded.window_start_s
-        folded.maintain(0.002)
-        strict.maintain(0.002)
+        if i % 2:        # shadow work done in full (slices) or left for the cut: the same
+            folded.maintain(60.0)        # in both sessions (a small time budget made the
+            strict.maintain(60.0)        # forward counts depend on the machine's load)
     assert cuts >= 2 and ids_f == ids_s
     saved = models[1].backend.forwards - models[0].backend.forwards
     assert saved == STEPS                    # one forward fewer per finished round

@@ -131,3 +131,38 @@ def test_p_silent_is_silent_plus_im_end(tiny_model):
         rec = to_record(step)
         assert rec["p_silent_token"] == round(p_sil, 4) and rec["p_im_end"] == round(p_end, 4)
     assert max(ends) > 100 * tol                             # the second part mattered
+
+
+@pytest.mark.parametrize("abandon_at", ["step", "reply_start"])
+def test_abandoned_reply_keeps_its_first_token(tiny_model, abandon_at):
+    """Guards issue 12 item 7: a reply abandoned before its first token (the generator
+    closed after the speak decision, or after ReplyStarted) left
+    ``<|im_start|>assistant\\n<|im_end|>\\n``, an empty exchange that also entered the QA
+    history. The turn must hold the first token that was already chosen."""
+    sp = tiny_model.specials
+    full, cut = tiny_model.new_session("full"), tiny_model.new_session("cut")
+    rng = np.random.default_rng(4)
+    for i in range(12):
+        frames, q = random_frames(rng), "What is on the table?"
+        events = list(full.step(chunk_at(i, frames), q))
+        gen = cut.step(chunk_at(i, frames), q)
+        first = next(gen)
+        assert first.decision == events[0].decision
+        if first.decision == "speak":
+            break
+        list(gen)
+    else:
+        pytest.fail("the tiny model never spoke")
+    if abandon_at == "reply_start":
+        assert next(gen).type == "reply_start"
+    gen.close()
+    ids, ref = cut.context_ids(), full.context_ids()
+    header = len(ref) - 1 - ref[::-1].index(sp.im_start)   # the step's assistant header
+    reply_at = ref.index(tiny_model.tokenizer.encode("\n")[0], header) + 1
+    token = ref[reply_at]
+    assert token not in (sp.silent, sp.im_end)
+    assert ids[:reply_at] == ref[:reply_at]
+    assert ids[reply_at:] == [token, sp.im_end, *tiny_model.tokenizer.encode("\n")]
+    assert cut._rounds[-1].answer == (token,) and cut._rounds[-1].done
+    list(cut.step(chunk_at(i + 1, random_frames(rng))))      # and the session goes on
+    assert cut.context_ids()[:len(ids)] == ids
