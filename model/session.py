@@ -173,7 +173,7 @@ class AuraSession:
                 raise ContextOverflowError(
                     f"engine: the context ({self.context_tokens} tokens after cutting the video "
                     f"window) + this chunk ({n_tokens}) + a reply ({reserve}) exceed the cache of "
-                    f"{cap} tokens; reset the session, or lower engine.max_pixels, "
+                    f"{cap} tokens; reset the session, or lower engine.pixel_budget, "
                     "engine.max_new_tokens or engine.qa_window_groups")
             self._cut_to(new)
 

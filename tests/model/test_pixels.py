@@ -42,12 +42,13 @@ def test_device_pixels_equal_the_processors(tiny_model, sizes):
 
 def test_encoder_uses_device_pixels(tiny_model):
     """Guards the wiring: VisionEncoder.pixels is the device path, with the grid the
-    session's layout expects (640x480 -> 300 merged tokens)."""
+    session's layout expects (640x480 -> 448x608 = 266 merged tokens at the default,
+    benchmark, budget)."""
     frames = random_frames(np.random.default_rng(3), size=(480, 640))
     pix, grid = tiny_model.vision.pixels(frames)
     ref, _ = _processor_pixels(tiny_model.vision.proc, tiny_model.vision.prep.fitted(frames))
-    assert grid.tolist() == [[1, 30, 40]] and torch.equal(pix, ref)
-    assert tiny_model.vision.prep.grid_for(480, 640) == (1, 30, 40)      # what the loader warms up
+    assert grid.tolist() == [[1, 28, 38]] and torch.equal(pix, ref)
+    assert tiny_model.vision.prep.grid_for(480, 640) == (1, 28, 38)      # what the loader warms up
 
 
 def test_bad_frames_are_refused_before_any_work():
