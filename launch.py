@@ -30,6 +30,7 @@ MODEL_FLAGS: list[tuple[str, str, str, dict]] = [
     ("--vlm-device", "engine", "device", dict(metavar="DEV", help="auto | cpu | cuda:N | cuda:N,cuda:M (split); auto: with 2 GPUs the VLM uses cuda:1")),
     ("--dtype", "engine", "dtype", dict(help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16")),
     ("--backend", "engine", "backend", dict(help="auto | reference | fast (the GPU fast path)")),
+    ("--pixel-budget", "engine", "pixel_budget", dict(metavar="benchmark|demo|N", help="pixels per 1-s chunk (both frames): benchmark = 602112, what the published scores used (default; 640x480 -> 266 tokens), demo = 786432, the authors' live demo (640x480 -> 300 tokens), or a number")),
     ("--language", "engine", "language", dict(help='reply language, e.g. "English" (appended to the system prompt)')),
     ("--temperature", "engine", "temperature", dict(type=float, help="sampling temperature; 0 = greedy (default)")),
     ("--seed", "engine", "seed", dict(type=int, help="random seed (same model + seed = same decisions)")),

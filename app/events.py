@@ -79,7 +79,9 @@ class UserText:
 
 @dataclass(frozen=True)
 class StepDecision:
-    """The engine's silent/speak decision for one chunk (protocol section 4)."""
+    """The engine's silent/speak decision for one chunk (protocol section 4). ``p_silent``
+    is the first token's probability of silence: ``p_silent_token`` (``<|silent|>``) +
+    ``p_im_end`` (``<|im_end|>``), both parts logged (None where an engine gives no parts)."""
     type: ClassVar[str] = "step"
     t_s: float
     decision: Decision
@@ -88,6 +90,8 @@ class StepDecision:
     step_ms: float
     chunk_index: int = 0
     question: str | None = None
+    p_silent_token: float | None = None
+    p_im_end: float | None = None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ Contract (pure; no clock, no I/O; the caller passes stream times):
   the missed ticks with the frames around it (several chunks may come out at once).
 * ``close_partial(t_s) -> VideoChunk | None``: closes the current chunk early at ``t_s``
   (a question arrived: answer now, not at the next full second). It holds the frames
-  sampled so far, or the latest frame seen if no tick passed yet (1 frame: the engine
-  pads it); the next chunk starts at ``t_s``. None before any frame was seen.
+  sampled so far and ends on the latest frame seen (not after ``t_s``), so its last frame
+  is the present moment; one frame alone when that is all there is (the engine repeats
+  it); the next chunk starts at ``t_s``. None before any frame was seen.
 * Chunk ``index`` counts from 0; ``reset(start_s)`` starts over.
 """
 from __future__ import annotations
@@ -67,8 +68,10 @@ class FrameSampler:
         return out
 
     def close_partial(self, t_s: float) -> VideoChunk | None:
-        if not self._picked:
-            if self._last is None:
-                return None
-            self._picked.append(self._last)
+        if self._last is None:
+            return None
+        last = self._last
+        newer = not self._picked or (last.t_s > self._picked[-1].t_s + EPS and last.t_s <= t_s + EPS)
+        if newer and len(self._picked) < self.per_chunk:
+            self._picked.append(last)        # end on the present moment, never repeat an older frame
         return self._emit(max(float(t_s), self._start))

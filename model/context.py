@@ -12,14 +12,16 @@ seconds, then the oldest N' seconds leave at once. With 1-s chunks that is: 45 c
 then the 46th arrives, 15 leave, 31 remain (the release drops 16: an off-by-one).
 
 QA window (M = ``qa_groups``, cap ``max_rounds``): rounds that left the video window become
-text-only QA groups. A question round opens a group (its answer kept even if silent, so a
-user turn is always followed by an assistant turn); a later video-only round with a spoken
-answer continues the current group as a user turn with empty text + its answer; silent
-video-only rounds are dropped. A spoken round with no group to continue (the model spoke
-before any question: an orphan) is merged into the last group kept so far, or opens a
-headless group when there is none. Only the last M groups are kept; a group longer than
-``max_rounds`` keeps its first round and its latest ones (earliest empty-text rounds go
-first). The system prompt is never evicted (the session renders it first, always).
+text-only QA groups. A question round opens a group; a later video-only round with a spoken
+answer continues the current group as a user turn with empty text + its answer. Only
+spoken rounds leave text, as in the release: silent video-only rounds are dropped, and so
+is a question round whose answer was ``<|silent|>`` (its later answers stay a group without
+a head; a group with nothing spoken does not count toward M). No text ``<|silent|>`` turn
+is ever rendered. A spoken round with no group to continue (the model spoke before any
+question: an orphan) is merged into the last group kept so far, or opens a headless group
+when there is none. Only the last M groups are kept; a group longer than ``max_rounds``
+keeps its first round and its latest ones (earliest empty-text rounds go first). The
+system prompt is never evicted (the session renders it first, always).
 
 ``cut_point(start, float_s)`` is where the next cut will move the window start: once a
 completed round ends after it, the post-cut context is fully known (``plan`` with that
@@ -74,17 +76,24 @@ def cut_point(start_s: float, float_s: float) -> float:
     return start_s + float_s
 
 
-def qa_groups(outside: list[Round], qa_groups_max: int, max_rounds: int) -> list[list[Round]]:
-    """Group the rounds that left the video window (time order) per the QA rules."""
+def _raw_groups(outside: list[Round]) -> list[list[Round]]:
+    """Questions open groups (silent answer or not), spoken video-only rounds continue the
+    last one (or open a headless one when there is none), silent video-only rounds go."""
     groups: list[list[Round]] = []
     for r in outside:
-        if r.question is not None:
+        if r.question is not None or (r.spoken and not groups):
             groups.append([r])
         elif r.spoken:
-            if groups:
-                groups[-1].append(r)
-            else:
-                groups.append([r])
+            groups[-1].append(r)
+    return groups
+
+
+def qa_groups(outside: list[Round], qa_groups_max: int, max_rounds: int) -> list[list[Round]]:
+    """Group the rounds that left the video window (time order) per the QA rules: only
+    spoken rounds stay (a silently answered question's round goes, its later answers stay
+    a group without a head); a group with none left does not count toward M."""
+    visible = [[r for r in g if r.spoken] for g in _raw_groups(outside)]
+    groups = [g for g in visible if g]
     kept = groups[-qa_groups_max:] if qa_groups_max > 0 else []
     return [g if len(g) <= max_rounds else [g[0], *g[len(g) - max_rounds + 1:]] for g in kept]
 
@@ -105,5 +114,11 @@ def prune(rounds: list[Round], start_s: float, qa_groups_max: int, max_rounds: i
     group rounds). ``plan`` over the result equals ``plan`` over the input for this and any
     later window start, so the ledger stays bounded on long streams."""
     outside = [r for r in rounds if not in_window(r, start_s)]
-    keep = [r for g in qa_groups(outside, qa_groups_max, max_rounds) for r in g]
-    return keep + [r for r in rounds if in_window(r, start_s)]
+    keep = {r.key for g in qa_groups(outside, qa_groups_max, max_rounds) for r in g}
+    if qa_groups_max > 0:
+        # a silent question still heads its group: later answers must group under it
+        raw = _raw_groups(outside)
+        keep |= {g[0].key for g in raw if any(r.key in keep for r in g)}
+        if raw:
+            keep.add(raw[-1][0].key)        # the group later continuations will join
+    return [r for r in outside if r.key in keep] + [r for r in rounds if in_window(r, start_s)]

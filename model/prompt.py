@@ -2,6 +2,8 @@
 
 Contract: ``Specials.from_tokenizer(tok)`` reads the special-token ids from the tokenizer
 (never guessed) and raises ``ValueError`` when one is missing (notably ``<|silent|>``).
+``structural`` (ids never generated) never holds ``<|silent|>`` or ``<|im_end|>``, whether
+or not the tokenizer lists them among its special tokens.
 ``Layout`` turns turns into ``Segment``s, the unit the session appends to a KV cache:
 
 * ``system()``      ``<|im_start|>system\\n{prompt}<|im_end|>\\n``
@@ -48,7 +50,8 @@ class Specials:
     image_pad: int
     video_pad: int
     silent: int
-    extra: frozenset[int] = frozenset()   # other special ids of the tokenizer (never generated)
+    extra: frozenset[int] = frozenset()   # other special ids of the tokenizer (never generated;
+                                          # never <|silent|> or <|im_end|>)
 
     @classmethod
     def from_tokenizer(cls, tok) -> "Specials":
@@ -58,14 +61,17 @@ class Specials:
             raise ValueError(f"the tokenizer has no {', '.join(missing)} token"
                              + (" (not an AURA checkpoint?)" if "<|silent|>" in missing else ""))
         ids = {name: vocab[text] for name, text in _NAMES.items()}
-        extra = frozenset(int(i) for i in getattr(tok, "all_special_ids", [])) - {ids["im_end"]}
+        # never the two silence tokens, however the tokenizer registers them: a fine-tune
+        # usually adds <|silent|> as an additional special token (issue 12 item 1)
+        extra = frozenset(int(i) for i in getattr(tok, "all_special_ids", [])) - {ids["im_end"], ids["silent"]}
         return cls(**ids, extra=extra)
 
     @property
     def structural(self) -> frozenset[int]:
-        """Ids a reply must never contain: they would corrupt the turn layout."""
-        return frozenset({self.im_start, self.vision_start, self.vision_end, self.image_pad,
-                          self.video_pad}) | self.extra
+        """Ids a reply must never contain: they would corrupt the turn layout. Never
+        ``<|silent|>`` or ``<|im_end|>``: both must stay possible on the first token."""
+        return (frozenset({self.im_start, self.vision_start, self.vision_end, self.image_pad,
+                           self.video_pad}) | self.extra) - {self.silent, self.im_end}
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ Contract (no model access, tensors in, numbers out):
 * ``Sampler(temperature, top_p, seed, device)`` — ``pick(logits) -> int``: argmax when
   temperature is 0, else nucleus sampling from ``softmax(logits / T)`` with the sampler's
   own seeded ``torch.Generator`` (same seed + same logits -> same choices).
-* ``p_token(logits, id)`` — softmax probability of one id (temperature 1).
+* ``p_tokens(logits, ids)`` — softmax probabilities of those ids (temperature 1).
 * ``repetition_bias(turns, exempt)`` — ``{token: -penalty}`` over the last ``MAX_TURNS``
-  assistant turns (oldest first; a silent turn is an empty tuple and counts in ``n``): a
-  token that appears in at least 2 spoken turns gets ``-sum_i min(count_i, 3) * i / n``
-  (turn ``i`` = 1..n, recent turns weigh more), capped at ``MAX_PENALTY``, only the
+  assistant turns (oldest first; a silent turn is an empty tuple): with ``n`` the number of
+  SPOKEN turns among them and ``i`` = 1..n a spoken turn's rank (oldest first), a token
+  that appears in at least 2 spoken turns gets ``-sum_i min(count_i, 3) * i / n`` (recent
+  turns weigh more; silent turns count in neither, as in the release), capped at ``MAX_PENALTY``, only the
   ``MAX_TOKENS`` largest penalties kept; ``exempt(id)`` tokens (specials, punctuation,
   digits) never get one. The bias pushes repeated wording down, i.e. toward silence.
 * ``TextStream(decode)`` — incremental detokenization: ``push(id) -> new text`` (holds
@@ -49,12 +50,16 @@ class Sampler:
         return int(torch.multinomial(probs, 1, generator=self.gen))
 
 
-def p_token(logits: torch.Tensor, token: int) -> float:
-    return float(torch.softmax(logits.float(), dim=-1)[token])
+def p_tokens(logits: torch.Tensor, tokens: Sequence[int]) -> tuple[float, ...]:
+    """Softmax probabilities of several ids (temperature 1), one softmax."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return tuple(float(probs[t]) for t in tokens)
 
 
 def repetition_bias(turns: Sequence[tuple[int, ...]], exempt: Callable[[int], bool]) -> dict[int, float]:
-    recent = list(turns)[-MAX_TURNS:]
+    # the lookback is the last MAX_TURNS assistant turns; n and i count only the spoken
+    # ones among them (a silent turn is empty): i = 1 for the oldest spoken, n the newest
+    recent = [turn for turn in list(turns)[-MAX_TURNS:] if turn]
     n = len(recent)
     spoken_in: Counter[int] = Counter()
     penalty: dict[int, float] = {}

@@ -8,9 +8,11 @@ Contract (the orchestrator's; one engine thread drives a session):
   (only appended: history is never re-rendered), the first-token logits decide silent vs
   speak (protocol section 4), and the assistant turn is ALWAYS appended -- silent,
   finished, cancelled, or cut short because the caller closed the generator or started
-  the next step -- so two user turns never follow each other. ``allow_speak=False``
+  the next step -- so two user turns never follow each other. A reply abandoned before its
+  first token keeps that token (already chosen): never an empty assistant turn. ``allow_speak=False``
   (proactive remarks switched off) records a silent turn whatever the model chose;
-  ``p_silent`` is still the model's.
+  ``p_silent`` is still the model's: p(``<|silent|>``) + p(``<|im_end|>``) of the first
+  token (both mean silence), with the two parts in ``p_silent_token`` and ``p_im_end``.
 * ``maintain(budget_s) -> bool`` spends up to ``budget_s`` seconds building the shadow
   cache for the next window cut; True if shadow work remains.
 * ``reset()`` empties the context (same model); ``close()`` frees the caches.
@@ -56,7 +58,7 @@ import torch
 from app.events import ReplyDelta, ReplyEnded, ReplyStarted, StepDecision, VideoChunk
 from model import context as ctx
 from model.prompt import Layout, Segment
-from model.sampling import MAX_TURNS, Sampler, TextStream, apply_bias, p_token, repetition_bias
+from model.sampling import MAX_TURNS, Sampler, TextStream, apply_bias, p_tokens, repetition_bias
 from model.track import Track
 from model.vision import VisionFeatures
 
@@ -171,7 +173,7 @@ class AuraSession:
                 raise ContextOverflowError(
                     f"engine: the context ({self.context_tokens} tokens after cutting the video "
                     f"window) + this chunk ({n_tokens}) + a reply ({reserve}) exceed the cache of "
-                    f"{cap} tokens; reset the session, or lower engine.max_pixels, "
+                    f"{cap} tokens; reset the session, or lower engine.pixel_budget, "
                     "engine.max_new_tokens or engine.qa_window_groups")
             self._cut_to(new)
 
@@ -255,14 +257,15 @@ class AuraSession:
         self._rounds.append(ctx.Round(key, chunk.start_s, chunk.t_s, q))
         logits = self._logits(self._live.append(seg, feats))
         token = self._sampler.pick(logits)
-        p_silent = p_token(logits, self.model.specials.silent)
+        # both silence tokens mean silence (protocol section 4): p(silent) is their sum
+        p_parts = p_tokens(logits, (self.model.specials.silent, self.model.specials.im_end))
         silent = token in self._stops or not allow_speak
         reply: list[int] = []
         fed = 0
         try:
             step_ms = (time.perf_counter() - t0) * 1000
-            yield StepDecision(chunk.t_s, "silent" if silent else "speak", p_silent,
-                               self.context_tokens, step_ms, chunk.index, q)
+            yield StepDecision(chunk.t_s, "silent" if silent else "speak", sum(p_parts),
+                               self.context_tokens, step_ms, chunk.index, q, *p_parts)
             if silent:
                 return
             self._n_replies += 1
@@ -296,7 +299,10 @@ class AuraSession:
                              len(reply), cancelled)
         finally:
             if self._rounds and self._rounds[-1].key == key and not self._rounds[-1].done:
-                self._finish_round(key, tuple(reply) if not silent else None, fed)
+                # abandoned before the first token went into the reply: keep the token
+                # already chosen, never an empty assistant turn (issue 12 item 7)
+                answer = None if silent else tuple(reply) or (token,)
+                self._finish_round(key, answer, fed)
 
     def _decoder(self):
         """How reply tokens are fed and chosen: greedy on the device, one step ahead, where

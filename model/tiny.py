@@ -24,8 +24,14 @@ cut, window size) more than on frames, so the silent/speak mix varies with the w
 settings (measured: 6 s/3 s windows about half silent; 30 s/15 s mostly silent). Tests use
 seeded frames and assert that the paths they need actually occurred.
 
-CLI: ``python -m model.tiny OUT_DIR [--seed S]``. The offline preset builds it once
-(app/presets.py).
+``silent_special=True`` (CLI ``--silent-special``) registers ``<|silent|>`` as an
+additional special token of the tokenizer (in ``all_special_ids``), as a fine-tune usually
+does; the weights are the same bytes (``register_silent_special`` rewrites only the
+tokenizer files). The default leaves it an added token outside ``all_special_ids``. The
+engine must decide the same either way (tests/model/test_session.py).
+
+CLI: ``python -m model.tiny OUT_DIR [--seed S] [--silent-special]``. The offline preset
+builds it once (app/presets.py).
 """
 from __future__ import annotations
 
@@ -254,7 +260,19 @@ def _shape_head(model, tok, out_dir: Path, seed: int, silent_fraction: float = S
     shaper.fit(dec, rep, dec_q, rep_q)
 
 
-def build(out_dir: Path, seed: int = 0, silent_fraction: float = SILENT_FRACTION) -> Path:
+def register_silent_special(out_dir: Path) -> None:
+    """Re-save the tokenizer of the checkpoint in ``out_dir`` with ``<|silent|>`` registered
+    as an additional special token (same id; nothing else changes)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<|silent|>"]})
+    if tok.convert_tokens_to_ids("<|silent|>") not in tok.all_special_ids:
+        raise RuntimeError("this transformers did not register <|silent|> as a special token")
+    tok.save_pretrained(out_dir)
+
+
+def build(out_dir: Path, seed: int = 0, silent_fraction: float = SILENT_FRACTION,
+          silent_special: bool = False) -> Path:
     """Write the tiny checkpoint into ``out_dir`` (created if needed) and return it."""
     import torch
     out_dir = Path(out_dir)
@@ -265,6 +283,8 @@ def build(out_dir: Path, seed: int = 0, silent_fraction: float = SILENT_FRACTION
         _build(out_dir, seed, silent_fraction)
     finally:
         torch.set_num_threads(threads)
+    if silent_special:
+        register_silent_special(out_dir)
     return out_dir
 
 
@@ -296,6 +316,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--silent-fraction", type=float, default=SILENT_FRACTION,
                         help="share of silent decisions to calibrate for (0 = always speaks)")
+    parser.add_argument("--silent-special", action="store_true",
+                        help="register <|silent|> as an additional special token (as fine-tunes do)")
     args = parser.parse_args(argv)
     if not 0 <= args.silent_fraction < 1:
         print("error: --silent-fraction must be in [0, 1)", file=sys.stderr)
@@ -303,7 +325,7 @@ def main(argv: list[str]) -> int:
     if args.out_dir.exists() and not args.out_dir.is_dir():
         print(f"error: {args.out_dir} exists and is not a directory", file=sys.stderr)
         return 2
-    build(args.out_dir, args.seed, args.silent_fraction)
+    build(args.out_dir, args.seed, args.silent_fraction, args.silent_special)
     print(args.out_dir)
     return 0
 

@@ -32,5 +32,6 @@ def test_to_record_is_json_ready_and_drops_media():
     json.dumps(rec)
     step = to_record(StepDecision(t_s=3.0, decision="silent", p_silent=0.98765, context_tokens=412, step_ms=12.3))
     assert step == {"t": 3.0, "type": "step", "decision": "silent", "p_silent": 0.9877, "context_tokens": 412,
-                    "step_ms": 12.3, "chunk_index": 0, "question": None}
+                    "step_ms": 12.3, "chunk_index": 0, "question": None,
+                    "p_silent_token": None, "p_im_end": None}
     assert to_record(ReplyEnded(t_s=1, reply_id="r", text="hi", proactive=True, ttft_ms=5))["proactive"] is True

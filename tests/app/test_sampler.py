@@ -47,12 +47,14 @@ def test_slow_camera_repeats_frames_and_gaps_emit_catch_up_chunks():
 
 
 def test_close_partial_answers_a_question_at_once():
-    """A question at 2.7 s closes the open chunk with the frame sampled so far; the next
-    chunk starts at 2.7 s; indices keep counting."""
+    """A question at 2.7 s closes the open chunk with the frame sampled so far and ends it
+    on the newest frame (issue 12 item 6: it repeated the 2.5 s frame, up to 0.5 s older
+    than the question, while the system prompt says the final frame is the present); the
+    next chunk starts at 2.7 s; indices keep counting."""
     s = FrameSampler()
     _feed_all(s, [k / 10 for k in range(0, 28)])          # chunks 0, 1 done; 2.5 sampled
     part = s.close_partial(2.7)
-    assert (part.index, part.start_s, part.t_s, _times(part)) == (2, 2.0, 2.7, [2.5])
+    assert (part.index, part.start_s, part.t_s, _times(part)) == (2, 2.0, 2.7, [2.5, 2.7])
     nxt = _feed_all(s, [k / 10 for k in range(28, 40)])
     assert [(c.index, c.start_s, c.t_s) for c in nxt] == [(3, 2.7, 3.7)]
     assert _times(nxt[0]) == [3.2, 3.7]
@@ -72,3 +74,13 @@ def test_frames_must_not_go_back_in_time():
     s.feed(_frame(1.0))
     with pytest.raises(ValueError, match="older"):
         s.feed(_frame(0.5))
+
+
+def test_close_partial_on_a_sampled_frame_keeps_one():
+    """When the newest frame is the one already sampled, the partial chunk holds it once
+    (the engine repeats it); a frame after the question time is never used."""
+    s = FrameSampler()
+    _feed_all(s, [0.0, 0.5])
+    assert _times(s.close_partial(0.6)) == [0.5]
+    _feed_all(s, [0.7, 1.1, 1.4])                         # tick 1.1 sampled; 1.4 seen
+    assert _times(s.close_partial(1.3)) == [1.1]

@@ -49,6 +49,17 @@ def tiny_model(tiny_dir):
     return AuraModel.load(engine_cfg(tiny_dir))
 
 
+def fp_tol(*refs, dtype=None, ulps: int = 32) -> float:
+    """An absolute tolerance for comparing float results of the same math computed in a
+    different order (batching, slicing, another kernel): ``ulps`` units of rounding at the
+    largest magnitude among ``refs`` in ``dtype`` (default: the first ref's dtype). Logits
+    of magnitude ~30 in fp32 get ~1.1e-4 (CI saw 1.14e-5 against a fixed 1e-5 bound); never
+    below the dtype's resolution at magnitude 1."""
+    dtype = dtype or refs[0].dtype
+    peak = max(float(r.detach().abs().max()) for r in refs)
+    return max(peak, 1.0) * torch.finfo(dtype).eps * ulps
+
+
 def random_frames(rng: np.random.Generator, n: int = 2, size: tuple[int, int] = (64, 64)):
     return tuple(rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n))
 

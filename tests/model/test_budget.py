@@ -24,21 +24,22 @@ def _budget(model, **overrides):
 
 
 def test_budget_is_sized_by_the_windows(tiny_model):
-    """Guards the arena size: at the defaults (30 s + 15 s windows, 640x480 = 300 tokens a
-    chunk, 10 QA groups, 128-token replies) it covers the 15.3k peak measured on the H100
-    stream with a margin but is far below the old fixed bound of 41,812 tokens; it grows
-    with the float window by about 15 chunks' worth and with the pixel budget."""
+    """Guards the arena size: at the defaults (30 s + 15 s windows, the benchmark pixel
+    budget = at most 294 tokens a chunk, 10 QA groups, 128-token replies) it covers the
+    15.3k peak measured on the H100 stream (300-token chunks) with a margin but is far below
+    the old fixed bound of 41,812 tokens; it grows with the float window by about 15
+    chunks' worth and with the pixel budget."""
     defaults = dict(video_window_s=30.0, float_window_s=15.0, qa_window_groups=10, max_new_tokens=128)
     base = _budget(tiny_model, **defaults)
     assert 15_300 * 1.1 < base < 20_000 and base % 256 == 0
     wider = _budget(tiny_model, **{**defaults, "float_window_s": 30.0})
-    assert 15 * 300 < wider - base < 15 * 340 * 1.05 + 256
-    assert _budget(tiny_model, **defaults, max_pixels=2 * 1280 * 736) > base
+    assert 15 * 294 < wider - base < 15 * 340 * 1.05 + 256
+    assert _budget(tiny_model, **defaults, pixel_budget="demo") > base
 
 
 @pytest.fixture(scope="module")
 def small_cache_model(tiny_dir):
-    model = AuraModel.load(engine_cfg(tiny_dir, qa_window_groups=2, max_new_tokens=4, max_pixels=2 * 64 * 64))
+    model = AuraModel.load(engine_cfg(tiny_dir, qa_window_groups=2, max_new_tokens=4, pixel_budget=str(2 * 64 * 64)))
     model.backend = FastBackend(model.hf, max_tokens=_budget(model), pool_size=2)
     return model
 

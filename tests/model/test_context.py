@@ -42,11 +42,31 @@ def test_silent_rounds_leave_no_text():
     assert plan(rounds, 10.0, 10, 4).qa == (QaTurn("What is here?", (5,)),)
 
 
-def test_question_with_a_silent_answer_keeps_its_turn():
-    """The question itself is kept even if the model stayed silent then (its assistant
-    turn is <|silent|>), so a user turn is always followed by an assistant turn."""
-    assert plan([_r(0, "Tell me when it boils", None)], 10.0, 10, 4).qa == \
-        (QaTurn("Tell me when it boils", None),)
+def test_silently_answered_question_leaves_the_qa_history_as_in_the_release():
+    """Guards issue 12 item 8 (decision in docs/engine.md): a question whose only answer was
+    <|silent|> kept a text <|silent|> turn in the QA history and counted toward M. As in
+    the release (and the training samples): that round is dropped, a group of it alone
+    does not count toward M, and its later answers stay a group without a head."""
+    boils = _r(1, "Tell me when it boils", None)
+    assert plan([boils], 10.0, 10, 4).qa == ()
+    rounds = [_r(0, "q0", (0,)), boils, _r(2), _r(3, None, (3,)), _r(4, None, (4,))]
+    assert [[r.key for r in g] for g in qa_groups(rounds, 10, 4)] == [[0], [3, 4]]
+    assert plan(rounds, 10.0, 10, 4).qa == (QaTurn("q0", (0,)), QaTurn("", (3,)), QaTurn("", (4,)))
+    m2 = [_r(0, "q0", (0,)), _r(1, "q1", (1,)), _r(2, "q2", None), _r(3, "q3", None)]
+    assert [t.text for t in plan(m2, 10.0, 2, 4).qa] == ["q0", "q1"]
+    many = [_r(k, f"q{k}" if k % 4 == 0 else None, (k,) if k % 3 == 0 else None) for k in range(60)]
+    for m in (1, 3, 10):
+        assert all(t.answer is not None for t in plan(many, 70.0, m, 2).qa)   # no text <|silent|>
+
+
+def test_pruning_keeps_the_head_of_a_silent_question():
+    """Later answers to a silently answered question must still group under it after the
+    ledger was pruned (else they would merge into the group before)."""
+    rounds = [_r(0, "q0", (0,)), _r(1, "boils?", None), _r(2)]
+    later = [_r(3, None, (3,)), _r(4), _r(5, "q5", (5,)), _r(6, None, (6,))]
+    for m in (1, 2, 10):
+        pruned = prune(rounds, 3.5, m, 4)
+        assert plan(pruned + later, 20.0, m, 4) == plan(rounds + later, 20.0, m, 4)
 
 
 def test_continuation_rounds_become_empty_user_text_plus_answer():

@@ -14,7 +14,7 @@ import copy
 import numpy as np
 
 from model.session import AuraSession
-from tests.model.conftest import chunk_at, random_frames
+from tests.model.conftest import chunk_at, fp_tol, random_frames
 from tests.model.test_equivalence import CANCEL, CLOSE_EARLY, PARTIAL, QUESTIONS, SEED, STEPS, fresh_logits
 
 
@@ -75,8 +75,9 @@ def test_folded_turn_ends_leave_the_same_cache_with_fewer_forwards(tiny_model):
         assert folded.context_ids() == strict.context_ids() and folded.context_tokens == strict.context_tokens
         cuts += start is not None and folded.window_start_s != start
         start = folded.window_start_s
-        folded.maintain(0.002)
-        strict.maintain(0.002)
+        if i % 2:        # shadow work done in full (slices) or left for the cut: the same
+            folded.maintain(60.0)        # in both sessions (a small time budget made the
+            strict.maintain(60.0)        # forward counts depend on the machine's load)
     assert cuts >= 2 and ids_f == ids_s
     saved = models[1].backend.forwards - models[0].backend.forwards
     assert saved == STEPS                    # one forward fewer per finished round
@@ -84,9 +85,9 @@ def test_folded_turn_ends_leave_the_same_cache_with_fewer_forwards(tiny_model):
     logits_f, logits_s = folded.next_token_logits(), strict.next_token_logits()
     assert not folded._live.pending_ids and folded._live.ids == strict._live.ids
     for (kf, vf), (ks, vs) in zip(_kv(folded), _kv(strict)):
-        assert kf.shape == ks.shape and (kf - ks).abs().max() <= 1e-5 and (vf - vs).abs().max() <= 1e-5
+        assert kf.shape == ks.shape and (kf - ks).abs().max() <= fp_tol(ks) and (vf - vs).abs().max() <= fp_tol(vs)
     fresh = fresh_logits(tiny_model, folded.plan_segments(folded.window_start_s), frames_by_key)
-    assert (logits_f - logits_s).abs().max() <= 1e-5 and (logits_f - fresh).abs().max() <= 1e-4
+    assert (logits_f - logits_s).abs().max() <= fp_tol(logits_s) and (logits_f - fresh).abs().max() <= 1e-4
 
 
 def test_reset_and_close_with_a_deferred_turn_end(tiny_model):

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from model.sampling import (MAX_PENALTY, MAX_TOKENS, Sampler, TextStream, apply_bias, is_plain_symbol,
-                            p_token, repetition_bias)
+                            p_tokens, repetition_bias)
 
 
 def test_greedy_is_argmax_and_p_token_is_softmax():
     logits = torch.tensor([0.0, 2.0, 1.0])
     assert Sampler().pick(logits) == 1
-    assert p_token(logits, 1) == pytest.approx(float(torch.softmax(logits, 0)[1]))
+    assert p_tokens(logits, (1, 0)) == pytest.approx(tuple(torch.softmax(logits, 0)[[1, 0]].tolist()))
 
 
 def test_same_seed_same_samples_and_top_p_truncates():
@@ -26,14 +26,21 @@ def test_same_seed_same_samples_and_top_p_truncates():
     assert {s.pick(logits) for _ in range(50)} <= top2
 
 
-def test_repetition_bias_follows_the_protocol_formula():
-    """Over the last turns (oldest first), a token in >= 2 spoken turns gets
-    -sum_i min(count_i, 3) * i / n; a token in one turn only gets nothing."""
-    turns = [(5, 5, 5, 5, 9), (), (5, 7), (7, 8)]      # n = 4, the silent turn counts in n
+def test_repetition_bias_weighs_spoken_turns_only():
+    """Guards issue 12 item 3: in the release n is the number of SPOKEN turns in the
+    10-turn lookback and i a turn's recency rank among them; counting silent turns in both
+    made the bias far weaker. Worked by hand:
+
+    lookback (last 10 of 12, oldest first): (5,6,6) . (5,7) . (6,6,6,6,5) . . . . .
+    spoken turns: i=1 (5,6,6), i=2 (5,7), i=3 (6,6,6,6,5); n = 3
+    token 5: in 3 spoken turns, counts 1,1,1 -> 1*1/3 + 1*2/3 + 1*3/3 = 2
+    token 6: in 2 spoken turns, counts 2 and min(4, 3) = 3 -> 2*1/3 + 3*3/3 = 11/3
+    token 7: one spoken turn only -> nothing
+    token 8: twice, but both turns are older than the lookback -> nothing
+    (counting silent turns gave n = 10, i = 1, 3, 5: token 5 -> 0.9, token 6 -> 1.7)"""
+    turns = [(8,), (8,), (5, 6, 6), (), (5, 7), (), (6, 6, 6, 6, 5), (), (), (), (), ()]
     bias = repetition_bias(turns, exempt=lambda t: False)
-    assert bias[5] == pytest.approx(-(3 * 1 / 4 + 1 * 3 / 4))
-    assert bias[7] == pytest.approx(-(1 * 3 / 4 + 1 * 4 / 4))
-    assert 9 not in bias and 8 not in bias
+    assert bias == pytest.approx({5: -2.0, 6: -11 / 3})
 
 
 def test_repetition_bias_exemptions_window_and_caps():

@@ -15,6 +15,7 @@ from model.bench.checks import failed, op_checks  # noqa: E402
 from model.fast.reference import HFTextCache  # noqa: E402
 from model.fast.tiny import build_qwen3vl, tiny_config  # noqa: E402
 from model.fast.vision import FastVision, hf_video_features  # noqa: E402
+from tests.model.conftest import fp_tol  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -92,11 +93,11 @@ def test_device_pixels_on_gpu_match_cpu():
         assert pg.device.type == "cuda" and torch.equal(gc, gg)
         levels = (cpu.fitted(frames) - gpu.fitted(frames).cpu()).abs()
         if size == (480, 640):
-            assert (pc - pg.cpu()).abs().max().item() <= 1e-6
+            assert (pc - pg.cpu()).abs().max().item() <= fp_tol(pc, ulps=4)
         else:
             assert levels.max().item() <= 1 and (levels > 0).float().mean().item() < 1e-3
     # the pinned staging buffer is reused: an earlier chunk's rows must not change
     a, b = (tuple(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(2)) for _ in range(2))
     rows_a = gpu.prepare(a)[0]
     gpu.prepare(b)
-    assert (rows_a.cpu() - cpu.prepare(a)[0]).abs().max().item() <= 1e-6
+    assert (rows_a.cpu() - cpu.prepare(a)[0]).abs().max().item() <= fp_tol(rows_a, ulps=4)
