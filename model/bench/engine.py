@@ -52,6 +52,36 @@ def engine_model(hf_model, *, max_new_tokens: int = 64):
     return AuraModel(cfg, hf_model, tok, vproc, dev)
 
 
+def add_model_args(ap) -> None:
+    """The model options shared by the capacity and turn commands."""
+    from model.bench.main import DEFAULT_CONFIG
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="Qwen3-VL config JSON (default: the 8B shape)")
+    ap.add_argument("--tiny", action="store_true", help="tiny random models in float32 (CPU smoke run)")
+    ap.add_argument("--device", default="cuda")
+
+
+def model_args_error(a) -> str | None:
+    """One line saying what is wrong with the model options, or None."""
+    if a.device == "cpu" and not a.tiny:
+        return "--device cpu needs --tiny (the 8B shape runs on a GPU)"
+    if not a.tiny and not Path(a.config).is_file():
+        return f"--config: no such file: {a.config}"
+    return None
+
+
+def env_info(device) -> dict:
+    """Date (UTC), device name and versions for a result file."""
+    import datetime
+    import platform
+
+    import transformers
+    cuda = device.type == "cuda"
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()}}
+
+
 def load_engine(config_path: str | None, *, tiny: bool, device: str, sessions: int,
                 max_new_tokens: int | None = None):
     """The random-weight model (the 8B shape from ``config_path``, or the tiny one in float32)
