@@ -258,7 +258,7 @@ class Capacity:
                                "-> model.session.AuraSession, FastBackend + FastVision; voice and "
                                "proactive remarks off; replies cut after 12-40 tokens (the step's cancel hook)")
         t = time.perf_counter()
-        model = engine_for(a.config, tiny=a.tiny, device=str(self.dev))
+        model = engine_for(a.config, tiny=a.tiny, device=str(self.dev), overrides=a.engine_overrides)
         per_session = 2 * cache_bytes(model)
         want = max(a.ns)
         fit = want

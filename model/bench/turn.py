@@ -212,7 +212,8 @@ class TurnBench:
         a = self.args
         cuda = self.dev.type == "cuda"
         t = time.perf_counter()
-        self.model = load_engine(a.config, tiny=a.tiny, device=str(self.dev), sessions=max(a.live))
+        self.model = load_engine(a.config, tiny=a.tiny, device=str(self.dev), sessions=max(a.live),
+                                 overrides=a.engine_overrides)
         t1 = time.perf_counter()
         self.speech = Speech(str(self.dev), a.tiny, a.asr_tokens, a.sentence_chars)
         for _ in range(2):                                 # warm-up: kernels, allocator
