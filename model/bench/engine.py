@@ -121,7 +121,7 @@ def engine_for(config_path: str | None, *, tiny: bool, device: str, max_new_toke
     EngineConfig defaults (``max_new_tokens`` None keeps the default); no backend yet."""
     from app.config import EngineConfig
     from model.fast.tiny import build_qwen3vl, load_config, tiny_config
-    if device.startswith("cuda"):
+    if device.startswith("cuda:"):              # graphs, streams and Triton use the current device
         torch.cuda.set_device(torch.device(device))
     hf = build_qwen3vl(tiny_config() if tiny else load_config(config_path),
                        dtype=torch.float32 if tiny else torch.bfloat16, device=device, seed=0)
