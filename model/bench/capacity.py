@@ -33,9 +33,7 @@ Contract:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,7 +42,7 @@ import time
 import traceback
 from pathlib import Path
 
-from model.bench.main import DEFAULT_CONFIG
+from model.bench.engine import add_model_args, model_args_error
 from model.bench.stats import pct
 
 BAR = {"chunk_step_p99_ms": 100.0, "question_ttft_p99_ms": 150.0, "chunks_skipped": 0}
@@ -249,23 +247,18 @@ class Capacity:
         self.out.write_text(json.dumps(self.res, indent=1, default=float), encoding="utf-8")
 
     def setup(self) -> None:
-        import transformers
-
         from app.workers import EngineWorker
-        from model.bench.engine import attach, cache_bytes, engine_for
+        from model.bench.engine import attach, cache_bytes, engine_for, env_info
         from model.bench.fleet import Fleet
         torch, a = self.torch, self.args
         cuda = self.dev.type == "cuda"
-        self.res.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                        device=torch.cuda.get_device_name(self.dev) if cuda else platform.processor() or "cpu",
-                        versions={"torch": torch.__version__, "transformers": transformers.__version__,
-                                  "python": platform.python_version()},
+        self.res.update(**env_info(self.dev),
                         args={k: v for k, v in vars(a).items() if k not in ("merge",)},
                         driver="app.live.LiveSession x N -> app.workers.EngineWorker (one engine thread) "
                                "-> model.session.AuraSession, FastBackend + FastVision; voice and "
                                "proactive remarks off; replies cut after 12-40 tokens (the step's cancel hook)")
         t = time.perf_counter()
-        model = engine_for(a.config, tiny=a.tiny, device=str(self.dev))
+        model = engine_for(a.config, tiny=a.tiny, device=str(self.dev), overrides=a.engine_overrides)
         per_session = 2 * cache_bytes(model)
         want = max(a.ns)
         fit = want
@@ -398,9 +391,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bar-ttft-p99-ms", type=float, default=BAR["question_ttft_p99_ms"])
     ap.add_argument("--deadline-s", type=float, default=0.0, help="do not start an N that would end later")
     ap.add_argument("--reserve-gb", type=float, default=6.0, help="GPU memory kept free beside the caches")
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="Qwen3-VL config JSON (default: the 8B shape)")
-    ap.add_argument("--tiny", action="store_true", help="tiny random model in float32 (CPU smoke run)")
-    ap.add_argument("--device", default="cuda")
+    add_model_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="join earlier results into --out")
     a = ap.parse_args(argv)
@@ -412,11 +403,9 @@ def main(argv=None) -> int:
     if not (1 <= a.reply_tokens[0] <= a.reply_tokens[1]):
         print("--reply-tokens: expected 1 <= MIN <= MAX", file=sys.stderr)
         return 2
-    if a.device == "cpu" and not a.tiny:
-        print("--device cpu needs --tiny (the 8B shape runs on a GPU)", file=sys.stderr)
-        return 2
-    if not a.tiny and not Path(a.config).is_file():
-        print(f"--config: no such file: {a.config}", file=sys.stderr)
+    err = model_args_error(a)
+    if err:
+        print(err, file=sys.stderr)
         return 2
     return Capacity(a).run()
 

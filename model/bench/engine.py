@@ -36,7 +36,22 @@ from model.bench.stats import pct
 QUESTION = "What is on the table right now?"
 
 
-def engine_model(hf_model, *, max_new_tokens: int = 64):
+def engine_overrides(pairs) -> dict:
+    """``["FIELD=VALUE", ...]`` -> EngineConfig overrides, coerced and validated as the app's
+    config layers are (ValueError naming the field)."""
+    from app.config import build_config
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"engine override {pair!r}: expected FIELD=VALUE")
+        out[key.strip()] = value.strip()
+    cfg = build_config({"engine": out}).engine
+    return {k: getattr(cfg, k) for k in out}
+
+
+def engine_model(hf_model, *, max_new_tokens: int = 64, overrides: dict | None = None):
+    """``overrides``: other EngineConfig fields (e.g. a pixel budget), else the defaults."""
     import transformers
 
     from app.config import EngineConfig
@@ -48,29 +63,69 @@ def engine_model(hf_model, *, max_new_tokens: int = 64):
     vproc = transformers.AutoVideoProcessor.from_pretrained(tiny_dir)
     vproc.cap_pixels_per_frame = False
     dev = str(next(hf_model.parameters()).device)
-    cfg = EngineConfig(model=str(tiny_dir), device=dev, backend="fast", max_new_tokens=max_new_tokens)
+    cfg = EngineConfig(**{**(overrides or {}), "model": str(tiny_dir), "device": dev, "backend": "fast",
+                          "max_new_tokens": max_new_tokens})
     return AuraModel(cfg, hf_model, tok, vproc, dev)
 
 
+def add_model_args(ap) -> None:
+    """The model options shared by the capacity and turn commands."""
+    from model.bench.main import DEFAULT_CONFIG
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="Qwen3-VL config JSON (default: the 8B shape)")
+    ap.add_argument("--tiny", action="store_true", help="tiny random models in float32 (CPU smoke run)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--engine-set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="EngineConfig fields other than the defaults (e.g. a pixel budget)")
+
+
+def model_args_error(a) -> str | None:
+    """One line saying what is wrong with the model options, or None (``a.engine_overrides``
+    holds the parsed ``--engine-set``)."""
+    try:
+        a.engine_overrides = engine_overrides(a.engine_set)
+    except ValueError as e:
+        return f"--engine-set: {e}"
+    if a.device == "cpu" and not a.tiny:
+        return "--device cpu needs --tiny (the 8B shape runs on a GPU)"
+    if not a.tiny and not Path(a.config).is_file():
+        return f"--config: no such file: {a.config}"
+    return None
+
+
+def env_info(device) -> dict:
+    """Date (UTC), device name and versions for a result file."""
+    import datetime
+    import platform
+
+    import transformers
+    cuda = device.type == "cuda"
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()}}
+
+
 def load_engine(config_path: str | None, *, tiny: bool, device: str, sessions: int,
-                max_new_tokens: int | None = None):
+                max_new_tokens: int | None = None, overrides: dict | None = None):
     """The random-weight model (the 8B shape from ``config_path``, or the tiny one in float32)
     in the engine as the app loads it (``engine_for`` then ``attach``)."""
-    model = engine_for(config_path, tiny=tiny, device=device, max_new_tokens=max_new_tokens)
+    model = engine_for(config_path, tiny=tiny, device=device, max_new_tokens=max_new_tokens,
+                       overrides=overrides)
     attach(model, sessions)
     return model
 
 
-def engine_for(config_path: str | None, *, tiny: bool, device: str, max_new_tokens: int | None = None):
+def engine_for(config_path: str | None, *, tiny: bool, device: str, max_new_tokens: int | None = None,
+               overrides: dict | None = None):
     """``AuraModel`` around a random-weight Qwen3-VL built on ``device``, with the
     EngineConfig defaults (``max_new_tokens`` None keeps the default); no backend yet."""
     from app.config import EngineConfig
     from model.fast.tiny import build_qwen3vl, load_config, tiny_config
-    if device.startswith("cuda"):
+    if device.startswith("cuda:"):              # graphs, streams and Triton use the current device
         torch.cuda.set_device(torch.device(device))
     hf = build_qwen3vl(tiny_config() if tiny else load_config(config_path),
                        dtype=torch.float32 if tiny else torch.bfloat16, device=device, seed=0)
-    return engine_model(hf, max_new_tokens=max_new_tokens or EngineConfig().max_new_tokens)
+    return engine_model(hf, max_new_tokens=max_new_tokens or EngineConfig().max_new_tokens, overrides=overrides)
 
 
 def attach(model, sessions: int) -> None:

@@ -249,22 +249,31 @@ class Bench(Sections):
                          f"harness_{mode}_chunk_step_max_ms": st["chunk_step_max_ms"],
                          f"harness_{mode}_question_ttft_ms": st["question_ttft_p50_ms"]})
 
-    def engine(self) -> None:
-        """The headline: the engine's AuraSession on this FastBackend + FastVision."""
+    def engine(self, overrides: dict | None = None, key: str = "engine") -> None:
+        """The headline: the engine's AuraSession on this FastBackend + FastVision, with the
+        EngineConfig defaults or ``overrides`` (``--engine-set``; ``--engine-alt`` runs it
+        again as ``engine_alt`` with other values, e.g. the other pixel budget)."""
         import dataclasses
 
         from app.config import EngineConfig
         from model.bench.engine import engine_model, run_engine_stream
         from model.prompt import Layout
         from model.vlm import context_budget
-        model = engine_model(self.model, max_new_tokens=self.args.engine_reply_max)
+        model = engine_model(self.model, max_new_tokens=self.args.engine_reply_max, overrides=overrides)
+        self.vision.auto_prepare = True       # another pixel budget is another grid (the engine's setting)
         model.backend, model.vision.fast = self.fast, self.vision
         r = run_engine_stream(model, minutes=self.args.minutes, idle_budget_ms=self.args.idle_budget_ms,
                               decode_min_context=self.args.engine_decode_context)
         app_cfg = dataclasses.replace(model.cfg, max_new_tokens=EngineConfig().max_new_tokens)
         budget = context_budget(app_cfg, Layout.for_config(model.tokenizer, model.specials, app_cfg))
-        r.update(engine_cache_tokens=budget, engine_cache_gb_4_caches=round(4 * budget * self.kv_bytes_per_token / 1e9, 2))
-        self.res["engine"] = r
+        r.update(engine_cache_tokens=budget, engine_cache_gb_4_caches=round(4 * budget * self.kv_bytes_per_token / 1e9, 2),
+                 engine_overrides=overrides or {}, max_pixels=model.cfg.max_pixels,
+                 pixel_budget=getattr(model.cfg, "pixel_budget", None))
+        self.res[key] = r
+        if key != "engine":
+            self.res.update({f"{key}_{k}": r[k] for k in ("chunk_step_p50_ms", "chunk_step_p99_ms",
+                                                            "question_ttft_p50_ms", "decode_ms_per_token_p50")})
+            return
         self.res.update(headline_source="engine: model.session.AuraSession, FastBackend + FastVision",
                         decode_ms_per_token=r["decode_ms_per_token_p50"],
                         decode_context_tokens=r["decode_context_tokens_min"],
@@ -409,21 +418,36 @@ def main(argv=None) -> int:
     ap.add_argument("--engine-reply-max", type=int, default=64, help="engine max_new_tokens (decode samples)")
     ap.add_argument("--engine-decode-context", type=int, default=14000,
                     help="engine decode is timed once the context holds this many tokens")
+    ap.add_argument("--engine-set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="EngineConfig fields of the engine section other than the defaults")
+    ap.add_argument("--engine-alt", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="run the engine section again with these fields (engine_alt), e.g. the "
+                         "other pixel budget")
     args = ap.parse_args(argv)
     if args.config and not args.tiny and not Path(args.config).is_file():
         print(f"--config: no such file: {args.config}", file=sys.stderr)
+        return 2
+    from model.bench.engine import engine_overrides
+    try:
+        args.engine_overrides = engine_overrides(args.engine_set)
+        args.engine_alt_overrides = engine_overrides(args.engine_alt) if args.engine_alt else None
+    except ValueError as e:
+        print(f"--engine-set/--engine-alt: {e}", file=sys.stderr)
         return 2
     from model.bench.report import table
     b = Bench(args)
     plan = [("env", b.env), ("build", b.build), ("hbm", b.hbm)]
     plan += [] if args.skip_baseline else [("baseline", b.baseline)]
     plan += [("setup", b.setup), ("kernel_check", b.kernel_check), ("agreement", b.agreement),
-             ("stream", b.stream), ("stream_folded", lambda: b.stream(fold=True)), ("engine", b.engine),
-             ("decode", b.decode), ("vision", b.vision_timing)]
+             ("stream", b.stream), ("stream_folded", lambda: b.stream(fold=True)),
+             ("engine", lambda: b.engine(args.engine_overrides))]
+    plan += [("engine_alt", lambda: b.engine(args.engine_alt_overrides, "engine_alt"))] if args.engine_alt else []
+    plan += [("decode", b.decode), ("vision", b.vision_timing)]
     plan += [("micro", b.micro)] if args.micro else []
     plan += [("variants", b.variants)] if args.variants or (args.only and "variants" in args.only) else []
     if args.only:
-        plan = [(n, fn) for n, fn in plan if n in ("env", "build", "hbm") or n in args.only]
+        keep = set(args.only) | ({"engine_alt"} if "engine" in args.only else set())
+        plan = [(n, fn) for n, fn in plan if n in ("env", "build", "hbm") or n in keep]
     for name, fn in plan:
         b.section(name, fn)
         if name in ("build", "setup") and b.res["errors"]:

@@ -43,6 +43,11 @@ def table(r: dict) -> str:
         lines.append(f"variant {v['options']}: " + (v.get("error") or
                      f"decode {v['decode_step_ms']:.3f} ms, turn end {v['turn_end_step_ms']:.3f} ms, "
                      f"chunk@15k {v['chunk_forward_ms_ctx15000']:.2f} ms"))
+    alt = r.get("engine_alt") or {}
+    if alt:
+        lines.append(f"engine again with {alt.get('engine_overrides')}: chunk step p50 / p99 "
+                     f"{_fmt(alt.get('chunk_step_p50_ms'))} / {_fmt(alt.get('chunk_step_p99_ms'))} ms, "
+                     f"decode {_fmt(alt.get('decode_ms_per_token_p50'))} ms/token")
     if r.get("errors"):
         lines.append("FAILED SECTIONS: " + ", ".join(e["section"] for e in r["errors"]))
     return "\n".join(lines)

@@ -32,9 +32,7 @@ Contract:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import threading
 import time
@@ -43,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.bench.main import DEFAULT_CONFIG
+from model.bench.engine import add_model_args, model_args_error
 from model.bench.stats import pct
 
 AUTHORS_ESTIMATE_MS = 312
@@ -207,16 +205,15 @@ class TurnBench:
         self.out.write_text(json.dumps(self.res, indent=1, default=float), encoding="utf-8")
 
     def setup(self) -> None:
-        import transformers
-
         from app.config import SpeechConfig
         from app.workers import EngineWorker
-        from model.bench.engine import load_engine
+        from model.bench.engine import env_info, load_engine
         from model.bench.fleet import Fleet
-        torch, a = self.torch, self.args
+        a = self.args
         cuda = self.dev.type == "cuda"
         t = time.perf_counter()
-        self.model = load_engine(a.config, tiny=a.tiny, device=str(self.dev), sessions=max(a.live))
+        self.model = load_engine(a.config, tiny=a.tiny, device=str(self.dev), sessions=max(a.live),
+                                 overrides=a.engine_overrides)
         t1 = time.perf_counter()
         self.speech = Speech(str(self.dev), a.tiny, a.asr_tokens, a.sentence_chars)
         for _ in range(2):                                 # warm-up: kernels, allocator
@@ -229,11 +226,7 @@ class TurnBench:
         cfg = self.model.cfg
         shape = "TINY (not the) " if a.tiny else ""
         self.res.update(
-            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            device=torch.cuda.get_device_name(self.dev) if cuda else platform.processor() or "cpu",
-            versions={"torch": torch.__version__, "transformers": transformers.__version__,
-                      "python": platform.python_version()},
-            args=vars(a), setup_engine_s=round(t1 - t, 1), setup_speech_s=round(time.perf_counter() - t1, 1),
+            **env_info(self.dev), args=vars(a), setup_engine_s=round(t1 - t, 1), setup_speech_s=round(time.perf_counter() - t1, 1),
             engine={"max_pixels": cfg.max_pixels, "pixel_budget": getattr(cfg, "pixel_budget", None),
                     "max_new_tokens": cfg.max_new_tokens, "cache_tokens": self.model.backend.max_tokens},
             impl={"asr": (f"transformers WhisperForConditionalGeneration, {shape}large-v3-turbo shape "
@@ -351,19 +344,15 @@ def main(argv=None) -> int:
     ap.add_argument("--reply-tokens", type=int, default=24, help="reply length (the reply goes on during TTS)")
     ap.add_argument("--sentence-chars", type=int, default=40, help="characters of the first sentence for VITS")
     ap.add_argument("--warm-chunks", type=int, default=30)
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="Qwen3-VL config JSON (default: the 8B shape)")
-    ap.add_argument("--tiny", action="store_true", help="tiny random models in float32 (CPU smoke run)")
-    ap.add_argument("--device", default="cuda")
+    add_model_args(ap)
     a = ap.parse_args(argv)
     if a.turns < 1 or min(a.live) < 1 or a.sentence_tokens < 1 or a.reply_tokens < a.sentence_tokens:
         print("--turns, --live and --sentence-tokens must be >= 1, and --reply-tokens >= --sentence-tokens",
               file=sys.stderr)
         return 2
-    if a.device == "cpu" and not a.tiny:
-        print("--device cpu needs --tiny (the 8B shape runs on a GPU)", file=sys.stderr)
-        return 2
-    if not a.tiny and not Path(a.config).is_file():
-        print(f"--config: no such file: {a.config}", file=sys.stderr)
+    err = model_args_error(a)
+    if err:
+        print(err, file=sys.stderr)
         return 2
     return TurnBench(a).run()
 
