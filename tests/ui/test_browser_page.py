@@ -71,9 +71,13 @@ def browser(media):  # noqa: F811
         b.close()
 
 
-def _live_page(browser, server):
+def _live_page(browser, server, untick: str = ""):
+    """A page with a running session; ``untick``: a checkbox label to untick first."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(server["url"], wait_until="load")
+    page.get_by_text("Click to Access Webcam").wait_for(timeout=30_000)
+    if untick:
+        page.get_by_label(untick).uncheck()
     page.get_by_text("Click to Access Webcam").click(timeout=30_000)
     page.get_by_label("start stream").click(timeout=20_000)
     status = _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
@@ -152,8 +156,9 @@ def test_reset_settings_and_console(server, browser):
     stream time 0 (a burst of steps over old frames, a false "the model is slower than
     real time" warning that stayed, chunk indices repeated); each checkbox change was
     recorded twice; the console printed Gradio's ``share=True`` advice and lines of
-    "content_type" and "Received ICE candidate for unknown connection"."""
-    page = _live_page(browser, server)
+    "content_type" and "Received ICE candidate for unknown connection". A box unticked
+    before the stream starts applies to the session (once)."""
+    page = _live_page(browser, server, untick="Spoken replies")
     try:
         time.sleep(3)                                    # some chunks before the reset
         page.get_by_role("button", name="Reset context").click()
@@ -182,7 +187,8 @@ def test_reset_settings_and_console(server, browser):
     assert len(burst) <= 1, f"a burst of steps after the reset at {reset_t}: {burst}"
     assert not [e for e in events if e["type"] == "error" and "slower" in e.get("message", "")]
     settings = [(e["name"], e["value"]) for e in events if e["type"] == "setting"]
-    assert len(settings) == 3 and len(set(settings)) == 3, settings
+    assert settings[0] == ("voice", False), settings
+    assert len(settings) == 4 and len(set(settings)) == 4, settings
     console = server["log"].read_text(errors="replace")
     assert "share=True" not in console and "--share" in console
     assert "content_type" not in console
