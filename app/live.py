@@ -10,6 +10,9 @@ workers and the UI. Every event is given to each listener (UI view model, record
 control thread. ``snapshot()`` returns an immutable view for the UI. A failure inside the
 session is reported as an ``ErrorEvent`` and resets the session's context; other sessions
 are unaffected. ``close()`` stops the thread and frees the engine session.
+A context reset restarts the sampler at the next frame (no backlog; chunk indices go on).
+Switching hands-free off or pressing Talk ends the VAD's utterance in progress at once
+(transcribed then), so no stale utterance becomes a question after a later turn.
 """
 from __future__ import annotations
 
