@@ -10,6 +10,9 @@ workers and the UI. Every event is given to each listener (UI view model, record
 control thread. ``snapshot()`` returns an immutable view for the UI. A failure inside the
 session is reported as an ``ErrorEvent`` and resets the session's context; other sessions
 are unaffected. ``close()`` stops the thread and frees the engine session.
+A context reset restarts the sampler at the next frame (no backlog; chunk indices go on).
+Switching hands-free off or pressing Talk ends the VAD's utterance in progress at once
+(transcribed then), so no stale utterance becomes a question after a later turn.
 """
 from __future__ import annotations
 
@@ -146,6 +149,8 @@ class LiveSession:
             self._on_audio(item)
         elif kind == "event":
             self._feed(item)
+            if isinstance(item, orc.SetOption) and item.name == "hands_free" and not item.value:
+                self._finish_listening()
         elif kind == "ptt":
             self._on_ptt(item)
         elif kind == "listen":
@@ -215,6 +220,7 @@ class LiveSession:
     def _on_ptt(self, pressed: bool) -> None:
         now = self._clock.now()
         if pressed and self._ptt is None:
+            self._finish_listening()
             self._ptt, self._ptt_start_s = [], now
             self._feed(SpeechStarted(now))
             if self._playing is not None:
@@ -223,6 +229,12 @@ class LiveSession:
             pcm = np.concatenate(self._ptt) if self._ptt else np.zeros(0, np.float32)
             self._ptt = None
             self._feed(SpeechEnded(now, self._ptt_start_s, pcm))
+
+    def _finish_listening(self) -> None:
+        """The mic stops reaching the VAD (hands-free off, push-to-talk pressed): end the
+        utterance in progress now, so it is transcribed at once, never after a later turn."""
+        for ev in self._guard.finish(self._clock.now()):
+            self._feed(ev)
 
     def _close_partial(self, now: float) -> None:
         chunk = self._sampler.close_partial(now)
@@ -255,7 +267,10 @@ class LiveSession:
         elif isinstance(c, orc.ClosePartialChunk):
             self._close_partial(c.t_s)
         elif isinstance(c, orc.ResetEngine):
-            self._sampler = self._rt.new_sampler()
+            # start again at the next frame's time (no backlog of the seconds since the
+            # stream began); chunk indices go on counting, so they stay unique
+            self._sampler.restart()
+            self._close_partial_asap = False
             self._guard.reset()
             self._rt.engine_worker.submit(self.session_id, CallJob(self._reset_engine, self._post_event,
                                                                    self._clock))

@@ -19,6 +19,10 @@ Policy:
   engine records silence, so the context matches what the user experienced).
 * Barge-in: a ``BargeIn`` cancels generation and stops that reply's audio everywhere;
   late deltas of a cancelled reply are never spoken.
+* Text from outside (typed or transcribed questions, the model's reply text) is sanitised
+  (``speech.text.sanitize_text``: no control characters, no U+FFFD) before anything is
+  published, spoken or asked, so captions, recordings and the voice never get them.
+* A setting set to the value it already has changes nothing and publishes nothing.
 * Latency per answered question: speech end -> transcript -> first token -> first audio,
   published as a ``Latency`` event once the first audio plays (or, with the voice off or
   nothing speakable in the reply, without a first-audio time).
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from app.events import (BargeIn, ContextReset, ErrorEvent, Latency, ReplyDelta, ReplyEnded,
                         ReplyStarted, SettingChanged, SpeechEnded, SpeechStarted, StatusChanged,
                         StepDecision, UserText, VideoChunk)
+from speech.text import sanitize_text
 
 MAX_BACKLOG = 3
 REMEMBER_CANCELLED = 64   # reply ids kept as cancelled (ids are unique per session)
@@ -221,6 +226,7 @@ class Orchestrator:
         return [Publish(ev)]
 
     def _on_ReplyDelta(self, ev: ReplyDelta, now_s: float) -> list[Command]:
+        ev = replace(ev, text=sanitize_text(ev.text))
         out: list[Command] = [Publish(ev)]
         if self.settings.voice and ev.reply_id not in self._s.cancelled:
             out.append(Speak(ev))
@@ -228,6 +234,7 @@ class Orchestrator:
 
     def _on_ReplyEnded(self, ev: ReplyEnded, now_s: float) -> list[Command]:
         s = self._s
+        ev = replace(ev, text=sanitize_text(ev.text))
         out: list[Command] = [Publish(ev)]
         if s.active_reply == ev.reply_id:
             s.active_reply = None
@@ -257,7 +264,7 @@ class Orchestrator:
 
     def _on_UserText(self, ev: UserText, now_s: float) -> list[Command]:
         s = self._s
-        text = ev.text.strip()
+        text = sanitize_text(ev.text).strip()
         if not text:
             return []
         ev = replace(ev, text=text)
@@ -315,6 +322,8 @@ class Orchestrator:
     def _on_SetOption(self, ev: SetOption, now_s: float) -> list[Command]:
         if ev.name not in ("hands_free", "proactive", "voice"):
             raise ValueError(f"unknown option {ev.name!r}")
+        if getattr(self.settings, ev.name) == bool(ev.value):
+            return []                 # no change (the page may send one twice)
         self.settings = replace(self.settings, **{ev.name: bool(ev.value)})
         out: list[Command] = [Publish(SettingChanged(now_s, ev.name, bool(ev.value)))]
         if ev.name == "voice" and not ev.value:

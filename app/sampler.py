@@ -13,7 +13,11 @@ Contract (pure; no clock, no I/O; the caller passes stream times):
   sampled so far and ends on the latest frame seen (not after ``t_s``), so its last frame
   is the present moment; one frame alone when that is all there is (the engine repeats
   it); the next chunk starts at ``t_s``. None before any frame was seen.
-* Chunk ``index`` counts from 0; ``reset(start_s)`` starts over.
+* The first chunk starts at the first frame's time (``start_s=None``, the default), so a
+  camera that starts late, or a stream clock that ran before the session, never yields a
+  backlog of empty seconds. ``restart()`` (reset context) forgets the frames seen and
+  starts again at the next frame's time; chunk ``index`` keeps counting from where it
+  was, so indices stay unique within a session. ``reset(start_s)`` starts over at index 0.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ EPS = 1e-9
 
 
 class FrameSampler:
-    def __init__(self, fps: float = 2.0, chunk_s: float = 1.0, start_s: float = 0.0):
+    def __init__(self, fps: float = 2.0, chunk_s: float = 1.0, start_s: float | None = None):
         if fps <= 0 or chunk_s <= 0:
             raise ValueError("FrameSampler: fps and chunk_s must be positive")
         self.fps = float(fps)
@@ -31,11 +35,15 @@ class FrameSampler:
         self.per_chunk = max(1, round(self.fps * self.chunk_s))
         self.reset(start_s)
 
-    def reset(self, start_s: float = 0.0) -> None:
-        self._start = float(start_s)
+    def reset(self, start_s: float | None = None) -> None:
+        self._index = 0
+        self.restart(start_s)
+
+    def restart(self, start_s: float | None = None) -> None:
+        # None: the next frame fed sets the start (see feed)
+        self._start = None if start_s is None else float(start_s)
         self._picked: list[VideoFrame] = []
         self._last: VideoFrame | None = None
-        self._index = 0
 
     def _tick(self) -> float:
         """Stream time of the next unresolved tick of the current chunk."""
@@ -56,6 +64,8 @@ class FrameSampler:
         if self._last is not None and frame.t_s < self._last.t_s - EPS:
             raise ValueError(f"FrameSampler: frame at {frame.t_s:.3f}s is older than the last "
                              f"one ({self._last.t_s:.3f}s)")
+        if self._start is None:
+            self._start = float(frame.t_s)
         out: list[VideoChunk] = []
         while frame.t_s >= self._tick() - EPS:
             tick = self._tick()

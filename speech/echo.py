@@ -284,6 +284,20 @@ class EchoGuard:
                 result.barge_in = BargeIn(t_s=clean.t_s + BLOCK_S, reply_id=playing)
         return result
 
+    def finish(self, t_s: float) -> list[SpeechStarted | SpeechEnded]:
+        """The mic stops reaching this guard (hands-free off, push-to-talk): end the
+        utterance in progress at ``t_s`` as if the stream ended; one held as echo is dropped."""
+        passing, held, out = self._passing, self._held, []
+        for event in self.vad.flush(t_s):
+            if isinstance(event, SpeechStarted):
+                if held is None and not passing:
+                    passing = True
+                    out.append(event)
+            elif passing:
+                out.append(self._trim(event))
+        self.reset()
+        return out
+
     def _trim(self, ended: SpeechEnded) -> SpeechEnded:
         """Cut the pcm of a released utterance to its real start (minus the pre-roll)."""
         start, self._released_at = self._released_at, None

@@ -14,7 +14,11 @@ Contract:
   (emphasis, code, headings, list markers, tables, links -> their text, images),
   HTML-like tags and special tokens such as ``<|silent|>``, bare URLs (-> "link"), emoji
   and other pictographs; it collapses whitespace. It returns "" when nothing speakable is
-  left (the TTS then skips the sentence).
+  left (the TTS then skips the sentence). It sanitises first (below).
+* ``sanitize_text(text) -> str``: the one text sanitiser for whatever a person, a file or
+  the voice gets (captions, recordings, exports, speech): control characters (line breaks
+  and tabs kept, CR LF -> LF, tab -> space), U+FFFD, lone surrogates, noncharacters and
+  bidirectional overrides/isolates are removed; everything else is kept as it is.
 
 Pure functions and a small per-reply object; standard library only.
 """
@@ -131,9 +135,33 @@ def _speakable_char(ch: str) -> bool:
     return not (0x1F000 <= ord(ch) <= 0x1FAFF)
 
 
+# bidi embeddings/overrides (U+202A-202E) and isolates (U+2066-2069) can make shown text
+# read differently from what it is
+_BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+
+
+def _shown_char(ch: str) -> bool:
+    o = ord(ch)
+    if ch in "\n":
+        return True
+    if o < 0x20 or 0x7F <= o < 0xA0:                      # C0/C1 control characters
+        return False
+    if o == 0xFFFD or 0xD800 <= o < 0xE000 or o in _BIDI:   # replacement char, surrogates
+        return False
+    return not (0xFDD0 <= o <= 0xFDEF or (o & 0xFFFE) == 0xFFFE)   # noncharacters
+
+
+def sanitize_text(text: str) -> str:
+    """``text`` without control characters, U+FFFD and the like (see the contract)."""
+    t = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    if t.isprintable() and "\ufffd" not in t:     # fast path (False whenever there is a \n)
+        return t
+    return "".join(ch for ch in t if _shown_char(ch))
+
+
 def clean_for_speech(text: str) -> str:
     """Text as it should be spoken: no markup, no emoji, single spaces."""
-    t = _FENCE.sub(" ", text)
+    t = _FENCE.sub(" ", sanitize_text(text))
     t = _IMAGE.sub(r"\1", t)
     t = _LINK.sub(r"\1", t)
     t = _URL.sub("link", t)

@@ -11,12 +11,14 @@ which escapes it.
 from __future__ import annotations
 
 import html
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REFRESH_S = 0.25
 TALK, DONE_TALKING = "Talk (push-to-talk)", "Done talking"
+OPTIONS = ("hands_free", "proactive", "voice")
 
 # Shown when the page cannot use camera/microphone (plain HTTP on a LAN address, no API,
 # or permission denied). Text only: it is set with textContent.
@@ -55,6 +57,31 @@ HEAD_JS = """
   // Gradio may insert this script after the page has loaded
   if (document.readyState === 'complete') { check(); } else { window.addEventListener('load', check); }
 })();
+// Captions follow the newest line unless the person scrolled up to read: each refresh
+// replaces the caption box, so its scroll position is set again after every change.
+(function () {
+  var follow = true, top = 0;
+  function box() { return document.querySelector('#aura-captions .aura-captions'); }
+  document.addEventListener('scroll', function (e) {
+    var b = e.target;
+    if (!b.classList || !b.classList.contains('aura-captions')) return;
+    follow = b.scrollHeight - b.scrollTop - b.clientHeight < 24;
+    top = b.scrollTop;
+  }, true);
+  function asked() { follow = true; }
+  document.addEventListener('keydown', function (e) {
+    if (e.key === 'Enter' && e.target.closest && e.target.closest('#aura-ask')) asked();
+  }, true);
+  document.addEventListener('click', function (e) {
+    if (e.target.closest && e.target.closest('#aura-send')) asked();
+  }, true);
+  new MutationObserver(function () {
+    var b = box();
+    if (!b || b.__auraPlaced) return;
+    b.__auraPlaced = true;
+    b.scrollTop = follow ? b.scrollHeight : top;
+  }).observe(document.documentElement, {childList: true, subtree: true});
+})();
 </script>
 """
 
@@ -78,7 +105,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         session_id = getattr(handler, "session_id", None)
         return manager.get(session_id), handler
 
-    def refresh(webrtc_id, presenter, seen):
+    def refresh(webrtc_id, presenter, seen, *options):
         found, handler = lookup(webrtc_id)
         if found is None:
             if getattr(handler, "refused", False) or (webrtc_id and manager.count >= manager.max_sessions):
@@ -94,11 +121,19 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
             return (render_captions_idle(), "<div class='aura-statusbar'>Press the record button to "
                     "start: the assistant watches and listens while the stream runs.</div>", key)
         session, view = found
+        if not str(seen).startswith(f"{session.session_id}:"):
+            sync_options(session, options)      # ticked before the stream started
         state = view.state()
         key = f"{session.session_id}:{state.version}:{bool(presenter)}"
         if key == seen:
             return gr.skip(), gr.skip(), gr.skip()
         return render_captions(state, presenter=bool(presenter)), render_status(state), key
+
+    def sync_options(session, values):
+        settings = session.snapshot().settings
+        for name, value in zip(OPTIONS, values):
+            if getattr(settings, name) != bool(value):
+                session.set_option(name, bool(value))
 
     def control(name):
         def fn(webrtc_id, value):
@@ -150,7 +185,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
             with gr.Row():
                 question = gr.Textbox(placeholder="Type a question and press Enter", show_label=False,
                                       scale=5, max_length=2000, elem_id="aura-ask")
-                send = gr.Button("Ask", scale=1)
+                send = gr.Button("Ask", scale=1, elem_id="aura-send")
             with gr.Row():
                 hands_free = gr.Checkbox(app_cfg.hands_free, label="Hands-free (voice detection)")
                 proactive = gr.Checkbox(app_cfg.proactive, label="Proactive remarks")
@@ -171,10 +206,12 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         webrtc.stream(fn=handler_cls(), inputs=[webrtc], outputs=[webrtc],
                       concurrency_limit=app_cfg.max_sessions, time_limit=None)
         timer = gr.Timer(REFRESH_S)
-        timer.tick(refresh, inputs=[webrtc, presenter, seen], outputs=[captions, status, seen],
+        boxes = (hands_free, proactive, voice)            # in OPTIONS order
+        timer.tick(refresh, inputs=[webrtc, presenter, seen, *boxes], outputs=[captions, status, seen],
                    show_progress="hidden", queue=False)
-        for box, name in ((hands_free, "hands_free"), (proactive, "proactive"), (voice, "voice")):
-            box.change(control(name), inputs=[webrtc, box], outputs=None, queue=False)
+        # .input: the person's own clicks only (with .change each click was sent twice)
+        for box, name in zip(boxes, OPTIONS):
+            box.input(control(name), inputs=[webrtc, box], outputs=None, queue=False)
         question.submit(ask, inputs=[webrtc, question], outputs=[question], queue=False)
         send.click(ask, inputs=[webrtc, question], outputs=[question], queue=False)
         reset_btn.click(reset, inputs=[webrtc], outputs=None, queue=False)
@@ -189,12 +226,47 @@ def render_captions_idle() -> str:
             "say and what AURA answers.</div></div>")
 
 
+SHARE_HINT = "[aura] for a temporary public link, start again with --share"
+NOISY_FASTRTC_LOGGER = "fastrtc.webrtc_connection_mixin"
+
+
+class _DropUnknownIce:
+    """Log filter: a browser's trickled ICE candidate can arrive before (or after) its
+    connection exists; FastRTC warns each time. Harmless: shown only when that logger is
+    set to DEBUG."""
+    def filter(self, record: Any) -> bool:
+        import logging
+        return (not record.getMessage().startswith("Received ICE candidate for unknown connection")
+                or logging.getLogger(NOISY_FASTRTC_LOGGER).isEnabledFor(logging.DEBUG))
+
+
+def quiet_console() -> None:
+    """Keep library noise off the console: Gradio 5.50 prints "content_type ..." for every
+    component request (each WebRTC offer and ICE candidate), FastRTC warns about early ICE
+    candidates."""
+    import builtins
+    import logging
+    import gradio.routes as routes
+
+    def _print(*args: Any, **kwargs: Any) -> None:
+        if not (args and args[0] == "content_type"):
+            builtins.print(*args, **kwargs)
+    routes.print = _print          # a module global shadows the builtin, in gradio.routes only
+    noisy = logging.getLogger(NOISY_FASTRTC_LOGGER)
+    if not any(isinstance(f, _DropUnknownIce) for f in noisy.filters):
+        noisy.addFilter(_DropUnknownIce())
+
+
 def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None) -> None:
-    """Serve until interrupted (blocks)."""
+    """Serve until interrupted (blocks). Gradio's own console advice is off (quiet): it
+    names ``share=True``, our users pass ``--share``; a public URL is still printed."""
     app = config.app
     auth = tuple(app.auth.split(":", 1)) if app.auth else None
+    quiet_console()
+    if not app.share:
+        print(SHARE_HINT, file=sys.stderr, flush=True)
     demo.queue(default_concurrency_limit=None)
     demo.launch(server_name=app.host, server_port=app.port, share=app.share, auth=auth,
                 ssl_certfile=app.ssl_certfile or None, ssl_keyfile=app.ssl_keyfile or None,
                 ssl_verify=False if app.ssl_certfile else True, show_api=False,
-                allowed_paths=allowed_paths or [], inbrowser=False)
+                allowed_paths=allowed_paths or [], inbrowser=False, quiet=True)

@@ -4,7 +4,8 @@ Contract: ``SessionView`` is a session listener (``view(event)``, called on the 
 control thread) that keeps captions (user and assistant, proactive remarks marked,
 cancelled replies marked), the status, the last decision with p(silent), the last turn's
 latency and recent errors. ``view.state()`` returns an immutable ``ViewState`` (thread-safe
-copy); ``render_*`` turn a state into HTML with every piece of model/ASR/user text escaped.
+copy); ``render_*`` turn a state into HTML with every piece of model/ASR/user text
+sanitised (``speech.text.sanitize_text``: no control characters, no U+FFFD) and escaped.
 No Gradio here: the page wiring lives in ui/app.py.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from app.events import (ErrorEvent, Latency, ReplyDelta, ReplyEnded, ReplyStarted, StatusChanged,
                         StepDecision, UserText)
+from speech.text import sanitize_text
 
 MAX_CAPTIONS = 60
 MAX_ERRORS = 3
@@ -96,6 +98,11 @@ def _edit(s: ViewState, reply_id: str, fn) -> ViewState:
     return s
 
 
+def _text(s: str) -> str:
+    """Any text for the page: sanitised, then HTML-escaped."""
+    return html.escape(sanitize_text(s))
+
+
 def _ms(a: float | None, b: float | None) -> str:
     return "–" if a is None or b is None else f"{(b - a) * 1000:.0f} ms"
 
@@ -103,7 +110,7 @@ def _ms(a: float | None, b: float | None) -> str:
 def render_captions(s: ViewState, presenter: bool = False, last: int = 12) -> str:
     rows = []
     for c in s.captions[-(4 if presenter else last):]:
-        text = html.escape(c.text) or "…"
+        text = _text(c.text).strip() or "…"
         if c.who == "user":
             label = "You (typed)" if c.typed else "You"
         else:
@@ -125,7 +132,7 @@ def render_status(s: ViewState) -> str:
     status = STATUS_TEXT.get(s.status, s.status)
     parts = [f'<span class="aura-status aura-status-{html.escape(s.status)}">{html.escape(status)}</span>']
     if s.p_silent is not None:
-        parts.append(f"last step: {html.escape(s.decision)} (p silent {s.p_silent:.2f}, "
+        parts.append(f"last step: {_text(s.decision)} (p silent {s.p_silent:.2f}, "
                      f"{s.context_tokens} context tokens)")
     lat = s.latency
     if lat is not None:
@@ -133,5 +140,5 @@ def render_status(s: ViewState) -> str:
                      + " → first token " + _ms(lat.transcript_s, lat.first_token_s)
                      + " → first audio " + _ms(lat.first_token_s, lat.first_audio_s))
     for message in s.errors:
-        parts.append(f'<span class="aura-error">⚠ {html.escape(message)}</span>')
+        parts.append(f'<span class="aura-error">⚠ {_text(message)}</span>')
     return "<div class='aura-statusbar'>" + " · ".join(parts) + "</div>"

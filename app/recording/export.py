@@ -7,7 +7,8 @@ the user's microphone, RIGHT the assistant; the two caption tracks embedded as m
 ``meta.json`` and ``summary.md``. ``preview(recording_dir, out_dir)`` writes the same mp4
 without embedded text plus ``captions.vtt`` (both voices, "You:" / "AURA:") for a browser.
 A folder that is not a recording raises ``ValueError`` (one line); ffmpeg failing raises
-``RuntimeError`` with its last line. Works on recordings cut by a crash.
+``RuntimeError`` with its last line. Works on recordings cut by a crash. Every text
+(captions, summary) is sanitised (``speech.text.sanitize_text``), old recordings included.
 
 Caption timing: a voice question spans its utterance (the ``speech_end`` whose end matches
 the question's ``speech_end_s``; else it ends there), a typed one starts at its event. An
@@ -29,6 +30,7 @@ from typing import Any
 
 from app.recording import library as cat
 from app.recording.regression import latency_summary, step_summary
+from speech.text import sanitize_text
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,9 @@ def user_cues(events: list[dict[str, Any]]) -> list[Cue]:
             for e in events if e.get("type") == "speech_end"}
     cues = []
     for e in events:
-        if e.get("type") != "user" or not str(e.get("text", "")).strip():
+        text = _said(e)
+        if e.get("type") != "user" or not text:
             continue
-        text = str(e["text"]).strip()
         end = e.get("speech_end_s")
         if e.get("source") == "voice" and isinstance(end, (int, float)):
             start = ends.get(round(float(end), 2), float(end) - reading_time_s(text))
@@ -69,9 +71,9 @@ def assistant_cues(events: list[dict[str, Any]]) -> list[Cue]:
     started = {e["reply_id"]: float(e["t"]) for e in events if e.get("type") == "reply_start"}
     cues = []
     for reply in (e for e in events if e.get("type") == "reply"):
-        rid, text = reply.get("reply_id"), str(reply.get("text", "")).strip()
+        rid, text = reply.get("reply_id"), _said(reply)
         stop = cut.get(rid, float("inf"))
-        parts = [(float(a["play_s"]), min(float(a["play_end_s"]), stop), str(a.get("text", "")).strip())
+        parts = [(float(a["play_s"]), min(float(a["play_end_s"]), stop), _said(a))
                  for a in audio.get(rid, [])]
         parts = [p for p in parts if p[1] > p[0]]
         if parts and all(p[2] for p in parts):
@@ -92,9 +94,15 @@ def _stamp(t_s: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def _said(e: dict[str, Any]) -> str:
+    """An event's text as a person may read it: sanitised, stripped."""
+    return sanitize_text(str(e.get("text", ""))).strip()
+
+
 def _clean(text: str) -> str:
-    """Caption text on one line, with no blank lines or '-->' to break the cue format."""
-    return " ".join(text.split()).replace("-->", "->")
+    """Caption text on one line, with no blank lines or '-->' to break the cue format (and
+    no control characters or U+FFFD, also in recordings made before they were filtered)."""
+    return " ".join(sanitize_text(text).split()).replace("-->", "->")
 
 
 def to_srt(cues: list[Cue]) -> str:
@@ -178,10 +186,10 @@ def summary_text(rec_id: str, events: list[dict[str, Any]], meta: dict[str, Any]
     lines += ["", "## Conversation", ""]
     talk = [(c.start_s, "You", c.text) for c in user_cues(events)]
     for e in events:
-        if e.get("type") == "reply" and str(e.get("text", "")).strip():
+        if e.get("type") == "reply" and _said(e):
             who = "AURA (proactive)" if e.get("proactive") else "AURA"
             who += " [cut off]" if e.get("cancelled") else ""
-            talk.append((float(e["t"]), who, str(e["text"]).strip()))
+            talk.append((float(e["t"]), who, _said(e)))
     for t, who, text in sorted(talk, key=lambda x: x[0]):
         lines.append(f"- [{_stamp(t, '.')[3:]}] {who}: {_clean(text)}")
     errors = [e for e in events if e.get("type") == "error"]

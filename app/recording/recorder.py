@@ -18,7 +18,8 @@ Files (app/recording/media.py writes the media):
   sorted by ``t``: lines wait ``REORDER_S`` of stream time so late-stamped events (VAD,
   ASR) fall in place; one later still is written with ``t`` clamped to the previous line
   and its own time in ``t_event``. Chunk lines add ``frame_pts`` (ms), audio lines add
-  ``play_s`` (where the sentence sits in assistant.wav).
+  ``play_s`` (where the sentence sits in assistant.wav). Text fields are sanitised
+  (``speech.text.sanitize_text``: no control characters, no U+FFFD).
 * ``meta.json``: id, wall start time, the caller's ``meta``; at close also duration and
   counts, ``complete: true``.
 Everything is flushed at least every ``FLUSH_S`` of real time: a kill loses about a second.
@@ -47,6 +48,7 @@ from typing import Any, Callable
 from app import events as ev
 from app.recording import library as cat
 from app.recording.media import VideoWriter, WavWriter, resample
+from speech.text import sanitize_text
 
 REORDER_S = 0.75
 FLUSH_S = 0.25
@@ -185,7 +187,8 @@ class Recorder:
                 self._unknown.add(name)
                 self._report(f"recorder: not an app.events event, not recorded: {name}")
             return
-        record = ev.to_record(event)
+        # no control characters or U+FFFD in the file, whatever the event's source
+        record = {k: sanitize_text(v) if isinstance(v, str) else v for k, v in ev.to_record(event).items()}
         if isinstance(event, ev.VideoChunk):
             record["frame_pts"] = self._on_chunk(event)
         elif isinstance(event, ev.SpeechAudio):

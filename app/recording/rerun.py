@@ -34,6 +34,7 @@ def _retranscribe(config: Config, rec_dir: Path, transcriber: Any) -> list[tuple
     from app.recording.media import mic_blocks
     from speech.audio import Reblocker
     from speech.echo import EchoGuard
+    from speech.text import sanitize_text
     guard = EchoGuard(config.speech)
     reblock = None
     found = []
@@ -43,7 +44,8 @@ def _retranscribe(config: Config, rec_dir: Path, transcriber: Any) -> list[tuple
             for ev in guard.process(block, None).events:
                 if ev.type == "speech_end":
                     t0 = time.perf_counter()
-                    text = transcriber.transcribe(ev.pcm)
+                    # sanitised like the live path (app/orchestrator.py), so the model gets the same question
+                    text = sanitize_text(transcriber.transcribe(ev.pcm))
                     found.append((ev.t_s, text, (time.perf_counter() - t0) * 1000))
     return found
 

@@ -84,3 +84,17 @@ def test_close_partial_on_a_sampled_frame_keeps_one():
     assert _times(s.close_partial(0.6)) == [0.5]
     _feed_all(s, [0.7, 1.1, 1.4])                         # tick 1.1 sampled; 1.4 seen
     assert _times(s.close_partial(1.3)) == [1.1]
+
+
+def test_first_chunk_and_a_restart_begin_at_the_current_frame():
+    """Guards issue 13 item 1: a sampler that starts at 0 turns a first frame at 30 s into 30
+    chunks at once; after ``restart()`` (reset context) the next chunk starts at the next
+    frame and indices go on (unique within a recording)."""
+    s = FrameSampler()
+    chunks = _feed_all(s, [30 + k / 10 for k in range(0, 21)])
+    assert [(c.index, c.start_s, c.t_s) for c in chunks] == [(0, 30.0, 31.0), (1, 31.0, 32.0)]
+    s.restart()
+    assert s.close_partial(95.0) is None                   # no frame since the restart
+    after = _feed_all(s, [91.4 + k / 10 for k in range(0, 11)])
+    assert [(c.index, c.start_s) for c in after] == [(2, 91.4)]
+    assert abs(after[0].t_s - 92.4) < 1e-9

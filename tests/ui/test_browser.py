@@ -70,15 +70,12 @@ def media(tmp_path_factory) -> dict[str, Path]:
     return {"cam": d / "cam.y4m", "mic": d / "mic.wav"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``python3 launch.py --preset offline`` on a free port, one session, with a login."""
+def launch_app(args: list[str], log: Path) -> tuple[subprocess.Popen, str, int]:
+    """``python3 launch.py --preset offline ARGS`` on a free port, console into ``log``;
+    returns once it serves (the process, its URL, its port)."""
     port = _free_port()
-    rec = tmp_path_factory.mktemp("recordings")
-    log = tmp_path_factory.mktemp("server") / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "launch.py", "--preset", "offline", "--port", str(port),
-                                 "--max-sessions", "1", "--recordings-dir", str(rec), "--auth", AUTH],
+        proc = subprocess.Popen([sys.executable, "launch.py", "--preset", "offline", "--port", str(port), *args],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 420          # the first run builds the tiny models
@@ -94,12 +91,25 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail(f"the app did not start:\n{log.read_text()[-3000:]}")
-    yield {"url": url, "port": port, "recordings": rec, "log": log}
+    return proc, url, port
+
+
+def stop_app(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python3 launch.py --preset offline`` on a free port, one session, with a login."""
+    rec = tmp_path_factory.mktemp("recordings")
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    proc, url, port = launch_app(["--max-sessions", "1", "--recordings-dir", str(rec), "--auth", AUTH], log)
+    yield {"url": url, "port": port, "recordings": rec, "log": log}
+    stop_app(proc)
 
 
 def _wait_until_no_session(server, timeout_s: float = 90.0) -> None:
