@@ -57,17 +57,27 @@ def test_a_template_the_engine_does_not_follow_is_a_mismatch(tiny_dir, tmp_path)
     assert "engine [" in bad[0] and "checkpoint [" in bad[0] and lines[-1].startswith("MISMATCH")
 
 
-def test_bad_path_is_one_line_and_exit_2(tmp_path):
-    """A path that is not a checkpoint: one line on stderr, exit code 2 (no traceback)."""
+def test_bad_path_is_one_line_and_exit_2(tmp_path, capsys):
+    """A path that is not a checkpoint, or a folder without one: one line on stderr, exit
+    code 2 (no traceback)."""
+    import launch
+    assert launch.cmd_check_model([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "no such model directory" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _check(empty)[0] == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bad_path_through_the_launcher(tmp_path):
+    """The same through ``python3 launch.py check-model`` in a process of its own."""
     env = {**os.environ, "AURALIVE_VENV": os.environ.get("AURALIVE_VENV", sys.prefix)}
     r = subprocess.run([sys.executable, "launch.py", "check-model", str(tmp_path / "missing")], cwd=ROOT,
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "no such model directory" in r.stderr
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    code, _ = _check(empty)
-    assert code == 2
 
 
 @pytest.mark.skipif(not REAL, reason="AURALIVE_CHECK_MODEL does not name a local checkpoint "
