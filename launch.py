@@ -4,6 +4,7 @@
     python3 launch.py [options]            the browser app (see --help)
     python3 launch.py replay VIDEO ...     run the engine over a video file, JSON lines out
     python3 launch.py export REC --out F.zip   bundle a recording (mp4 with both voices, captions)
+    python3 launch.py check-model ID_OR_DIR   does a checkpoint see what the engine feeds it?
     python3 launch.py test [pytest args]   set up and run the test suite
 
 The first run of any command creates ``.venv`` and installs what is missing
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-SUBCOMMANDS = ("replay", "test", "export")
+SUBCOMMANDS = ("replay", "test", "export", "check-model")
 
 
 # --- options shared by every command that builds a Config -------------------------------
@@ -104,7 +105,8 @@ def app_parser() -> argparse.ArgumentParser:
                     "(http://127.0.0.1:7860 by default) with the real models, downloading them on "
                     "first use.",
         epilog="Other commands: 'launch.py replay VIDEO|RECORDING' (run a file through the model, JSON "
-               "lines out), 'launch.py export RECORDING --out F.zip', 'launch.py test' (set up and run "
+               "lines out), 'launch.py export RECORDING --out F.zip', 'launch.py check-model ID_OR_DIR' "
+               "(does a checkpoint see what the engine feeds it?), 'launch.py test' (set up and run "
                "the tests). Settings precedence: command line > AURA_<SECTION>_<FIELD> environment "
                "variables > --config file > defaults.",
     )
@@ -179,6 +181,24 @@ def _replay_recording(cfg, rec_dir: Path, out: str | None) -> int:
     return 0
 
 
+# --- check-model ----------------------------------------------------------------------
+def cmd_check_model(argv: list[str]) -> int:
+    """Compare a checkpoint's own tokenizer, chat template and processor with what the engine
+    feeds it (model/check.py; no weights loaded): special ids, the rendering of a scripted
+    stream, pixels and tokens per chunk. Exit 0 = all equal, 1 = a mismatch, 2 = unreadable."""
+    parser = argparse.ArgumentParser(prog="launch.py check-model", description=cmd_check_model.__doc__)
+    parser.add_argument("checkpoint", metavar="ID_OR_DIR", help="HF id or local checkpoint directory")
+    add_config_flags(parser, MODEL_FLAGS)
+    args = parser.parse_args(argv)
+    args.model = args.checkpoint
+    try:
+        cfg = load_config(args)
+    except ValueError as e:
+        return fail(str(e))
+    from model.check import run_check
+    return run_check(cfg.engine)
+
+
 # --- test -----------------------------------------------------------------------------
 def cmd_test(argv: list[str]) -> int:
     """Run the whole suite except GPU tests (unless a GPU is present); extra args go to pytest."""
@@ -215,6 +235,8 @@ def main(argv: list[str]) -> int:
         return cmd_replay(argv[1:])
     if command == "export":
         return cmd_export(argv[1:])
+    if command == "check-model":
+        return cmd_check_model(argv[1:])
     return cmd_app(argv)
 
 

@@ -107,6 +107,25 @@ class EngineConfig:
         return PIXEL_BUDGETS[budget] if budget in PIXEL_BUDGETS else int(budget)
 
 
+def _accept_max_pixels(init):
+    """``EngineConfig(max_pixels=N)`` (the field before ``pixel_budget``) still works: it
+    means ``pixel_budget=str(N)``; giving both is an error unless they agree."""
+    def __init__(self, *args, max_pixels: int | None = None, **kwargs):
+        if max_pixels is not None:
+            if isinstance(max_pixels, bool) or not isinstance(max_pixels, int):
+                _fail("engine", "max_pixels", f"expected a whole number of pixels, got {max_pixels!r}")
+            budget = kwargs.get("pixel_budget")
+            if budget is not None and budget != str(max_pixels) and PIXEL_BUDGETS.get(budget) != max_pixels:
+                _fail("engine", "max_pixels", f"{max_pixels} contradicts pixel_budget {budget!r}")
+            kwargs["pixel_budget"] = str(max_pixels)
+        init(self, *args, **kwargs)
+    __init__.__doc__ = init.__doc__
+    return __init__
+
+
+EngineConfig.__init__ = _accept_max_pixels(EngineConfig.__init__)
+
+
 @dataclass(frozen=True)
 class SpeechConfig:
     """VAD, ASR and TTS (speech/)."""
@@ -234,6 +253,8 @@ def build_config(*layers: Mapping[str, Any]) -> Config:
                 raise ValueError(f"{section}: expected a table of settings")
             fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
             for key, value in values.items():
+                if section == "engine" and key == "max_pixels":    # the older name
+                    key = "pixel_budget"
                 if key not in fields:
                     raise ValueError(f"{section}.{key}: unknown setting")
                 merged[section][key] = _coerce(section, fields[key], value)

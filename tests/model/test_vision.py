@@ -71,3 +71,18 @@ def test_bad_frames_are_refused(tiny_model):
         tiny_model.vision.encode((np.zeros((64, 64), dtype=np.uint8),))
     with pytest.raises(ValueError, match="1 or 2 frames"):
         tiny_model.vision.encode(())
+
+
+def test_max_pixels_still_sets_the_budget():
+    """``max_pixels`` was the budget's field before ``pixel_budget``; code and config files
+    that set it (model/train does) keep working, and a contradiction is refused."""
+    from dataclasses import replace
+
+    from app.config import EngineConfig, build_config
+    cfg = EngineConfig(max_pixels=2 * 64 * 64)
+    assert cfg.max_pixels == 8192 and cfg.pixel_budget == "8192"
+    assert replace(cfg, pixel_budget="demo").max_pixels == 786_432
+    assert EngineConfig(max_pixels=786_432, pixel_budget="demo").max_pixels == 786_432
+    assert build_config({"engine": {"max_pixels": "614400"}}).engine.max_pixels == 614_400
+    with pytest.raises(ValueError, match="engine.max_pixels"):
+        EngineConfig(max_pixels=8192, pixel_budget="demo")
