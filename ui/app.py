@@ -37,8 +37,8 @@ HEAD_JS = """
   function check() {
     if (!window.isSecureContext || !navigator.mediaDevices) {
       banner('Camera and microphone are blocked: browsers allow them only on https:// pages or on ' +
-             'http://localhost. Start AURA Live with --ssl-certfile and --ssl-keyfile, or reach it ' +
-             'through an SSH tunnel to localhost.');
+             'http://localhost. Start AURA Live with --host 0.0.0.0 --ssl-certfile and --ssl-keyfile ' +
+             '(see Troubleshooting in the README).');
       return;
     }
     if (navigator.permissions && navigator.permissions.query) {
@@ -243,7 +243,9 @@ def render_captions_idle() -> str:
 
 def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None) -> None:
     """Serve until interrupted (blocks)."""
+    from ui.ice import restrict_media
     app = config.app
+    restrict_media(app.host)        # WebRTC media on the served addresses only (ui/ice.py)
     auth = tuple(app.auth.split(":", 1)) if app.auth else None
     demo.queue(default_concurrency_limit=None)
     demo.launch(server_name=app.host, server_port=app.port, share=app.share, auth=auth,

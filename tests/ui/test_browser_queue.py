@@ -1,13 +1,17 @@
-"""Places and the waiting line as visitors see them: ``--max-sessions 2``, four visitors.
+"""Places and the waiting line as visitors see them (``--max-sessions 2``, four visitors),
+and where the media of this default ``--host 127.0.0.1`` server flows.
 
 Guards issue 13 item 2: a closed tab kept its place for ~27 s (until WebRTC's consent
 checks failed), FastRTC's own connection limit refused visitors after the app's session had
 ended, and a refused visitor got a red "Too many concurrent connections" toast and never
 joined. Now a closed tab frees its place within 5 s, a visitor who finds every place taken
 sees their place in line, and joins by themselves, in arrival order, without a reload.
+Guards item 7: with ``--host 127.0.0.1`` the media sockets were bound to the LAN addresses.
 """
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
 
 import pytest
@@ -107,3 +111,46 @@ def test_three_visitors_two_places_then_a_closed_tab(server, browser, tmp_path):
         for page in (a, b, c, d):
             if not page.is_closed():
                 page.close()
+
+
+# Keeps every RTCPeerConnection the page creates in window.__auraPcs (the test's own hook).
+KEEP_PCS_JS = """(() => {
+    const Native = window.RTCPeerConnection; window.__auraPcs = [];
+    window.RTCPeerConnection = function (c) { const pc = new Native(c); window.__auraPcs.push(pc); return pc; };
+    window.RTCPeerConnection.prototype = Native.prototype;
+})()"""
+# The addresses of the candidate pair that carries the media: [local, remote].
+SELECTED_PAIR_JS = """async () => {
+    for (const pc of window.__auraPcs) {
+        const stats = await pc.getStats(); let pair = null;
+        stats.forEach(r => { if (r.type === 'candidate-pair' && r.state === 'succeeded' && r.nominated)
+            pair = [stats.get(r.localCandidateId).address, stats.get(r.remoteCandidateId).address]; });
+        if (pair) return pair;
+    }
+    return null;
+}"""
+
+
+def _server_udp_addresses(pid: int) -> set[str]:
+    import psutil
+    return {c.laddr.ip for c in psutil.Process(pid).net_connections(kind="udp")}
+
+
+def test_media_stays_on_loopback_with_the_default_host(server, browser, tmp_path):
+    """A local browser connects; the server advertises only loopback ICE candidates, the
+    media flows over loopback, and the server process has no UDP socket elsewhere."""
+    page = browser.new_page()
+    try:
+        page.add_init_script(KEEP_PCS_JS)
+        _start(page, server["url"])
+        assert _live(page), "a local browser could not stream to a loopback-only server"
+        sdp = page.evaluate("window.__auraPcs.map(pc => pc.remoteDescription ? pc.remoteDescription.sdp : '').join('')")
+        advertised = re.findall(r"a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ", sdp)
+        pair = page.evaluate(SELECTED_PAIR_JS)
+        udp = _server_udp_addresses(server["pid"])
+        print(f"\nserver candidates {sorted(set(advertised))}; media pair {pair}; server UDP sockets on {sorted(udp)}")
+        assert advertised and set(advertised) <= {"127.0.0.1", "::1"}, advertised
+        assert pair is not None and ipaddress.ip_address(pair[1]).is_loopback, pair
+        assert udp and all(ipaddress.ip_address(a).is_loopback for a in udp), udp
+    finally:
+        page.close()
