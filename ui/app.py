@@ -176,9 +176,9 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
                     captions = gr.HTML(render_captions_idle(), elem_id="aura-captions")
                     status = gr.HTML("", elem_id="aura-status")
             with gr.Row():
-                question = gr.Textbox(placeholder="Type a question and press Enter", show_label=False,
+                question = gr.Textbox(placeholder="Type a question", show_label=False,
                                       scale=5, max_length=2000, elem_id="aura-ask")
-                send = gr.Button("Ask", scale=1)
+                send = gr.Button("Ask", scale=1, min_width=72, elem_id="aura-send")
             with gr.Row():
                 hands_free = gr.Checkbox(app_cfg.hands_free, label="Hands-free (voice detection)")
                 proactive = gr.Checkbox(app_cfg.proactive, label="Proactive remarks")
@@ -187,10 +187,11 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
                 mirror = gr.Checkbox(True, label="Mirror my video (preview only)")
             with gr.Row():
                 talk_btn = gr.Button(TALK, elem_id="aura-talk")
-                reset_btn = gr.Button("Reset context")
+                reset_btn = gr.Button("Reset context", elem_id="aura-reset")
             gr.HTML("<p class='aura-help'>Hands-free: just talk; talking over the assistant interrupts "
-                    "it. Push-to-talk: untick hands-free, press Talk, speak, press Done. On phones "
-                    "use the camera button on the video to switch front/rear cameras.</p>")
+                    "it. Push-to-talk: untick hands-free, press Talk, speak, press Done. To "
+                    "switch cameras (front or rear on a phone), tap the arrow beside Record on the "
+                    "video.</p>")
             seen = gr.State("")
         if review_builder is not None:
             with gr.Tab("Review"):
