@@ -10,13 +10,16 @@ which escapes it.
 """
 from __future__ import annotations
 
+import asyncio
 import html
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REFRESH_S = 0.25
+WAITING_MAX = 16        # connections beyond --max-sessions that may wait in line
 TALK, DONE_TALKING = "Talk (push-to-talk)", "Done talking"
 OPTIONS = ("hands_free", "proactive", "voice")
 
@@ -36,8 +39,8 @@ HEAD_JS = """
   function check() {
     if (!window.isSecureContext || !navigator.mediaDevices) {
       banner('Camera and microphone are blocked: browsers allow them only on https:// pages or on ' +
-             'http://localhost. Start AURA Live with --ssl-certfile and --ssl-keyfile, or reach it ' +
-             'through an SSH tunnel to localhost.');
+             'http://localhost. Start AURA Live with --host 0.0.0.0 --ssl-certfile and --ssl-keyfile ' +
+             '(see Troubleshooting in the README).');
       return;
     }
     if (navigator.permissions && navigator.permissions.query) {
@@ -85,6 +88,31 @@ HEAD_JS = """
 </script>
 """
 
+# A closing page hangs up its WebRTC connections itself, so the server hears of it at once
+# (DTLS close alert) instead of ~30 s later when WebRTC's consent checks fail; ui/presence.py
+# covers pages that vanish without a word (crash, lost network).
+LEAVE_JS = """
+<script>
+(function () {
+  var Native = window.RTCPeerConnection;
+  if (!Native || Native.__auraTracked) return;
+  var open = [];
+  function Tracked(config) {
+    var pc = new Native(config);
+    open.push(pc);
+    return pc;
+  }
+  Tracked.prototype = Native.prototype;
+  Tracked.__auraTracked = true;
+  Object.setPrototypeOf(Tracked, Native);
+  window.RTCPeerConnection = Tracked;
+  window.addEventListener('pagehide', function () {
+    open.forEach(function (pc) { try { pc.close(); } catch (e) {} });
+    open = [];
+  });
+})();
+</script>
+"""
 
 # FastRTC mirrors the local preview with a ``flip`` class; unticking "Mirror" cancels it.
 MIRROR_JS = "(on) => { document.getElementById('aura-webrtc').classList.toggle('aura-no-mirror', !on); }"
@@ -98,6 +126,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
              review_builder: Callable[[], None] | None = None) -> Any:
     import gradio as gr
     from fastrtc import WebRTC
+    from ui.presence import Sweeper
     from ui.view import render_captions, render_status
 
     def lookup(webrtc_id: Any):
@@ -108,18 +137,17 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
     def refresh(webrtc_id, presenter, seen, *options):
         found, handler = lookup(webrtc_id)
         if found is None:
-            if getattr(handler, "refused", False) or (webrtc_id and manager.count >= manager.max_sessions):
-                n = manager.max_sessions
-                msg = (f"AURA Live is busy: it serves {n} session{'s' if n != 1 else ''} at a time and "
-                       "all are in use. Please try again in a minute. (Nobody can see or join "
-                       "another person's session.)")
-                return (f"<div class='aura-captions'><div class='aura-busy'>{html.escape(msg)}</div></div>",
-                        "", "busy")
-            key = "idle"
+            place = handler.place_in_line() if handler is not None else None
+            full = manager.count >= manager.max_sessions
+            key = f"wait:{place}" if place is not None else f"idle:{full}"
             if seen == key:
                 return gr.skip(), gr.skip(), gr.skip()
-            return (render_captions_idle(), "<div class='aura-statusbar'>Press the record button to "
-                    "start: the assistant watches and listens while the stream runs.</div>", key)
+            if place is not None:
+                return render_waiting(place, manager.max_sessions), "", key
+            hint = ("All places are in use right now: press the record button to join the line."
+                    if full else "Press the record button to start: the assistant watches and "
+                    "listens while the stream runs.")
+            return render_captions_idle(), f"<div class='aura-statusbar'>{hint}</div>", key
         session, view = found
         if not str(seen).startswith(f"{session.session_id}:"):
             sync_options(session, options)      # ticked before the stream started
@@ -167,7 +195,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         return DONE_TALKING if pressed else TALK
 
     app_cfg = config.app
-    with gr.Blocks(title="AURA Live", css=_css(), head=HEAD_JS, analytics_enabled=False) as demo:
+    with gr.Blocks(title="AURA Live", css=_css(), head=HEAD_JS + LEAVE_JS, analytics_enabled=False) as demo:
         gr.HTML("<h1 class='aura-title'>AURA Live</h1><p class='aura-sub'>A live assistant that watches "
                 "your camera, listens, answers out loud, and speaks up when something you asked about "
                 "happens.</p>")
@@ -183,9 +211,9 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
                     captions = gr.HTML(render_captions_idle(), elem_id="aura-captions")
                     status = gr.HTML("", elem_id="aura-status")
             with gr.Row():
-                question = gr.Textbox(placeholder="Type a question and press Enter", show_label=False,
+                question = gr.Textbox(placeholder="Type a question", show_label=False,
                                       scale=5, max_length=2000, elem_id="aura-ask")
-                send = gr.Button("Ask", scale=1, elem_id="aura-send")
+                send = gr.Button("Ask", scale=1, min_width=72, elem_id="aura-send")
             with gr.Row():
                 hands_free = gr.Checkbox(app_cfg.hands_free, label="Hands-free (voice detection)")
                 proactive = gr.Checkbox(app_cfg.proactive, label="Proactive remarks")
@@ -194,17 +222,22 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
                 mirror = gr.Checkbox(True, label="Mirror my video (preview only)")
             with gr.Row():
                 talk_btn = gr.Button(TALK, elem_id="aura-talk")
-                reset_btn = gr.Button("Reset context")
+                reset_btn = gr.Button("Reset context", elem_id="aura-reset")
             gr.HTML("<p class='aura-help'>Hands-free: just talk; talking over the assistant interrupts "
-                    "it. Push-to-talk: untick hands-free, press Talk, speak, press Done. On phones "
-                    "use the camera button on the video to switch front/rear cameras.</p>")
+                    "it. Push-to-talk: untick hands-free, press Talk, speak, press Done. To "
+                    "switch cameras (front or rear on a phone), tap the arrow beside Record on the "
+                    "video.</p>")
             seen = gr.State("")
         if review_builder is not None:
             with gr.Tab("Review"):
                 review_builder()
 
+        # one limit, the app's: FastRTC takes the waiting visitors' connections too, and the
+        # SessionManager decides who has a place (in arrival order)
         webrtc.stream(fn=handler_cls(), inputs=[webrtc], outputs=[webrtc],
-                      concurrency_limit=app_cfg.max_sessions, time_limit=None)
+                      concurrency_limit=app_cfg.max_sessions + WAITING_MAX, time_limit=None)
+        # a closed tab frees its place within seconds (ui/presence.py), not WebRTC's ~30 s
+        Sweeper(lambda: dict(webrtc.handlers), lambda conn_id: _drop(webrtc, conn_id), time.monotonic).start()
         timer = gr.Timer(REFRESH_S)
         boxes = (hands_free, proactive, voice)            # in OPTIONS order
         timer.tick(refresh, inputs=[webrtc, presenter, seen, *boxes], outputs=[captions, status, seen],
@@ -219,6 +252,26 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         # the preview only: the model always gets the camera's own (unmirrored) frames
         mirror.change(None, inputs=[mirror], outputs=None, js=MIRROR_JS)
     return demo
+
+
+def _drop(webrtc: Any, conn_id: str) -> None:
+    """A page is gone: free its place (or spot in line) now, then close its
+    WebRTC connection on FastRTC's event loop (FastRTC then cleans up as usual)."""
+    handler = webrtc.handlers.get(conn_id)
+    if handler is None:
+        return
+    handler.disconnect()
+    pc, loop = webrtc.pcs.get(conn_id), getattr(handler, "_loop", None)
+    if pc is not None and loop is not None and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(pc.close(), loop)
+
+
+def render_waiting(place: int, places: int) -> str:
+    """The one message a visitor sees while every place is taken (plain text, escaped)."""
+    msg = (f"AURA Live is busy: all {places} place{'s are' if places != 1 else ' is'} in use. You are "
+           f"number {place} in line and will join automatically as soon as a place frees; keep "
+           "this page open. (Nobody can see or join another person's session.)")
+    return f"<div class='aura-captions'><div class='aura-busy' role='status'>{html.escape(msg)}</div></div>"
 
 
 def render_captions_idle() -> str:
@@ -260,7 +313,9 @@ def quiet_console() -> None:
 def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None) -> None:
     """Serve until interrupted (blocks). Gradio's own console advice is off (quiet): it
     names ``share=True``, our users pass ``--share``; a public URL is still printed."""
+    from ui.ice import restrict_media
     app = config.app
+    restrict_media(app.host)        # WebRTC media on the served addresses only (ui/ice.py)
     auth = tuple(app.auth.split(":", 1)) if app.auth else None
     quiet_console()
     if not app.share:
