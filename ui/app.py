@@ -91,8 +91,9 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
             key = "idle"
             if seen == key:
                 return gr.skip(), gr.skip(), gr.skip()
-            return (render_captions_idle(), "<div class='aura-statusbar'>Press the record button to "
-                    "start: the assistant watches and listens while the stream runs.</div>", key)
+            return (render_captions_idle(), "<div class='aura-statusbar'>To start, click “Click to Access "
+                    "Webcam” on the video, then “Record”: the assistant watches and listens while the "
+                    "stream runs.</div>", key)
         session, view = found
         state = view.state()
         key = f"{session.session_id}:{state.version}:{bool(presenter)}"

@@ -31,7 +31,8 @@ KINDS = {
 DEFAULT_KINDS = ["decisions", "replies", "questions", "errors"]
 JUMP_JS = """(t) => {
   const v = document.querySelector('#aura-review-video video');
-  if (v && t !== null && t !== undefined && !Number.isNaN(Number(t))) { v.currentTime = Number(t); }
+  const s = parseFloat(t);
+  if (v && Number.isFinite(s) && s >= 0) { v.currentTime = s; }
   return t;
 }"""
 
@@ -125,7 +126,10 @@ class Review:
         files = {"video": out / "preview.mp4", "captions": out / "captions.vtt"} if fresh \
             else exporter.preview(path, out)
         for name in ("mic.wav", "assistant.wav"):
-            if (path / name).is_file() and not (path / name).is_symlink():
+            (out / name).unlink(missing_ok=True)
+            # an empty track (no voice in a replay, AURA never spoke) is not handed over:
+            # the browser cannot decode a WAV without samples ("Unable to decode audio data")
+            if not (path / name).is_symlink() and cat.wav_duration_s(path / name) > 0:
                 shutil.copyfile(path / name, out / name)
         duration = cat.recording_duration_s(path, events)
         return {"error": None, "id": path.name, "video": files["video"], "captions": files["captions"],
@@ -141,13 +145,14 @@ class Review:
                 for e in events if e.get("type") in wanted]
 
     @staticmethod
-    def jump_time(rows: list[list[Any]], index: int) -> float | None:
+    def jump_time(rows: list[list[Any]], index: int) -> str:
+        """The clicked row's time as the "Jump to (s)" box shows it ("" for no row)."""
         if not 0 <= index < len(rows):
-            return None
+            return ""
         try:
-            return float(rows[index][0])
+            return f"{float(rows[index][0]):g}"
         except (TypeError, ValueError):
-            return None
+            return ""
 
     def export(self, rec_id: str) -> Path:
         path = cat.resolve(self.root, rec_id)
@@ -185,9 +190,14 @@ def build_review_tab(recordings_root: Path) -> None:
             return (None, None, None, "", "", [], [], f"Cannot open {rec_id}: {e}")
         if got["error"]:
             return (None, None, None, "", "", [], [], got["error"])
-        return ((str(got["video"]), str(got["captions"])), got["mic"] and str(got["mic"]),
-                got["assistant"] and str(got["assistant"]), got["summary"], got["timeline"],
+        return ((str(got["video"]), str(got["captions"])), track(got["mic"], "Your microphone"),
+                track(got["assistant"], "AURA's voice"), got["summary"], got["timeline"],
                 got["events"], review.event_rows(got["events"], kinds), "")
+
+    def track(path, label):
+        if path is None:
+            return gr.update(value=None, label=f"{label} (nothing recorded)")
+        return gr.update(value=str(path), label=label)
 
     def export_one(rec_id):
         try:
@@ -226,7 +236,9 @@ def build_review_tab(recordings_root: Path) -> None:
                                 label="Events (click a row to jump there)", wrap=True,
                                 elem_id="aura-review-events")
     with gr.Row():
-        jump_t = gr.Number(label="Jump to (s)", value=None, scale=1)
+        # a Textbox, not a Number: gr.Number shows 0 while nothing is chosen
+        jump_t = gr.Textbox(label="Jump to (s)", value="", placeholder="seconds, e.g. 12.5",
+                            max_lines=1, scale=1)
         jump_btn = gr.Button("Jump", scale=0)
     with gr.Row():
         export_btn = gr.Button("Export zip", scale=0)
