@@ -4,6 +4,7 @@
     python3 launch.py [options]            the browser app (see --help)
     python3 launch.py replay VIDEO ...     run the engine over a video file, JSON lines out
     python3 launch.py export REC --out F.zip   bundle a recording (mp4 with both voices, captions)
+    python3 launch.py annotate REC --at S --say TEXT   note what AURA should have done (--list, --delete N)
     python3 launch.py test [pytest args]   set up and run the test suite
 
 The first run of any command creates ``.venv`` and installs what is missing
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-SUBCOMMANDS = ("replay", "test", "export")
+SUBCOMMANDS = ("replay", "test", "export", "annotate")
 
 
 # --- options shared by every command that builds a Config -------------------------------
@@ -204,6 +205,49 @@ def cmd_export(argv: list[str]) -> int:
     return 0
 
 
+# --- annotate -------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr, exit 2 (argparse would print the usage too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}\n")
+
+
+def cmd_annotate(argv: list[str]) -> int:
+    """Note what AURA should have done at a moment of a recording (app/recording/annotations.py),
+    list the notes, or delete one. Bad input: one line, exit 2."""
+    parser = OneLineParser(prog="launch.py annotate", description=cmd_annotate.__doc__)
+    parser.add_argument("recording", metavar="RECORDING_DIR")
+    parser.add_argument("--at", metavar="SECONDS", help="stream time of the moment (as in the Review tab)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--say", metavar="TEXT", help="AURA should have said TEXT here")
+    what.add_argument("--silent", action="store_true", help="AURA should have stayed silent here")
+    what.add_argument("--better", metavar="TEXT", help="a better answer than the one AURA gave here")
+    what.add_argument("--list", action="store_true", help="print the notes, one a line")
+    what.add_argument("--delete", metavar="N", type=int, help="delete note number N (as --list shows it)")
+    args = parser.parse_args(argv)
+    from app.recording import annotations as notes
+    rec = Path(args.recording)
+    try:
+        if args.list or args.delete is not None:
+            if args.at is not None:
+                return fail("--at goes with --say, --silent or --better")
+            if args.list:
+                found = notes.load(notes.check_dir(rec))
+                print("\n".join(map(notes.format_line, found)) if found else "no notes")
+            else:
+                print(f"deleted {notes.format_line(notes.delete(rec, args.delete))}")
+            return 0
+        if args.at is None:
+            return fail("--at SECONDS is required with --say, --silent or --better")
+        kind, text = ("say", args.say) if args.say is not None else \
+            ("better", args.better) if args.better is not None else ("silent", "")
+        print(notes.format_line(notes.add(rec, args.at, kind, text)))
+    except (ValueError, OSError) as e:
+        return fail(str(e))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     from app.bootstrap import ensure_environment
@@ -214,6 +258,8 @@ def main(argv: list[str]) -> int:
         return cmd_replay(argv[1:])
     if command == "export":
         return cmd_export(argv[1:])
+    if command == "annotate":
+        return cmd_annotate(argv[1:])
     return cmd_app(argv)
 
 

@@ -4,7 +4,8 @@ Contract: ``export(recording_dir, out_zip) -> Path`` writes a zip holding, under
 ``<id>/``: ``<id>.mp4`` (H.264 yuv420p video at the recorded frame times, AAC stereo: LEFT
 the user's microphone, RIGHT the assistant; the two caption tracks embedded as mov_text),
 ``captions/user.srt|vtt`` and ``captions/assistant.srt|vtt`` (left out when that side never
-spoke, summary.md says so), ``events.jsonl``,
+spoke, summary.md says so), ``events.jsonl``, ``annotations.jsonl`` (when there are notes, also
+listed in summary.md),
 ``meta.json`` and ``summary.md``. ``preview(recording_dir, out_dir)`` writes the same mp4
 without embedded text plus ``captions.vtt`` (both voices, "You:" / "AURA:") for a browser.
 A folder that is not a recording raises ``ValueError`` (one line); ffmpeg failing raises
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.recording import annotations
 from app.recording import library as cat
 from app.recording.regression import latency_summary, step_summary
 
@@ -229,6 +231,10 @@ def export(recording_dir: Path, out_zip: Path) -> Path:
         texts["summary.md"] = summary_text(rec_id, events, meta, duration) + "".join(
             f"\nNo {who} captions: {'AURA' if who == 'assistant' else 'the user'} said nothing.\n"
             for who, cues in tracks.items() if not cues)
+        notes = annotations.load(rec)  # the testers' notes (app/recording/annotations.py)
+        texts["summary.md"] += annotations.markdown(notes)
+        if notes:
+            texts["annotations.jsonl"] = "".join(map(annotations.to_line, notes))
         texts["meta.json"] = json.dumps(meta, indent=1, sort_keys=True)
         out_zip.parent.mkdir(parents=True, exist_ok=True)
         partial = out_zip.with_name(out_zip.name + ".part")
