@@ -1,0 +1,78 @@
+"""``python -m model.train OUT_DIR``: build and train the tiny AURA of the colour world.
+
+Writes an untrained checkpoint into OUT_DIR (model/train/checkpoint.py) unless one is
+there, trains it on the curriculum (model/train/recipe.py) with progress on stderr and a
+resumable state in OUT_DIR/train_state.pt, then saves the weights in place. Exit code 2
+with one line for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loss", choices=("balanced", "ce"), default="balanced")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    return ap.parse_args(argv)
+
+
+def run(args) -> Path:
+    import torch
+    from transformers import AutoTokenizer, AutoVideoProcessor, Qwen3VLForConditionalGeneration
+    from model.pixels import ChunkPixels
+    from model.prompt import Layout, Specials
+    from model.train import checkpoint
+    from model.train.recipe import Curriculum
+    from model.train.trainer import TrainConfig, stderr_progress, train
+    from app.config import EngineConfig
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device)
+    out = args.out_dir
+    if not (out / "config.json").exists():
+        checkpoint.init(out, seed=args.seed)
+    tok = AutoTokenizer.from_pretrained(out)
+    hf = Qwen3VLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
+    engine = EngineConfig(model=str(out), max_pixels=checkpoint.MAX_PIXELS)
+    layout = Layout.for_config(tok, Specials.from_tokenizer(tok), engine)
+    prep = ChunkPixels(AutoVideoProcessor.from_pretrained(out), checkpoint.MAX_PIXELS, args.device)
+    merge = hf.config.vision_config.spatial_merge_size
+
+    def grid_of(frames):
+        _, h, w = prep.grid_for(*frames[0].shape[:2])
+        return h // merge, w // merge
+    source = Curriculum(layout, grid_of, cfg.steps, cfg.batch, cfg.seed, args.loss)
+    losses = train(hf, prep, source, cfg, stderr_progress, state_dir=out)
+    checkpoint.save(hf, out)
+    (out / "aura_train.json").write_text(json.dumps(
+        {"recipe": "python -m model.train", "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
+         "seed": cfg.seed, "loss": args.loss, "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if args.steps < 1 or args.batch < 1 or not args.lr > 0 or args.threads < 1:
+        print("error: --steps, --batch, --threads must be >= 1 and --lr > 0", file=sys.stderr)
+        return 2
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        print(f"error: {args.out_dir} exists and is not a directory", file=sys.stderr)
+        return 2
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        print("error: --device must be cpu or cuda[:N]", file=sys.stderr)
+        return 2
+    print(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,149 @@
+"""Behaviour of a trained checkpoint on held-out streams, through the replay path.
+
+Contract: ``python -m model.train.evaluate MODEL_DIR [--seed S] [--streams N] [--out FILE]``
+prints (and writes as JSON) the behaviour figures. Each held-out stream (seeds from
+``HELD_OUT_SEED`` on, never used by the recipe's 0..steps) is written as an .mp4 (OpenCV
+mp4v, 160x120 at 10 fps: compressed frames), read back by ``app.replay.read_frames`` and
+stepped through one engine session by ``app.replay.Replayer`` (what ``launch.py replay``
+runs), greedy, at the offline preset's pixel budget. The expected answer of every chunk is
+``tasks.script`` over the same decoded frames.
+
+Figures (``score``): QA correct (the reply to a colour question names the colour of the
+chunk's last frame and no other); alerts on time (the first proactive reply after a
+when-question comes at the event chunk or the next and names the colour), early (before
+the event), missed; false alarms (spoken steps among the steps where silence is right,
+the one late-by-one alert excepted); acknowledgements. ``long`` streams (60..90 s) let the
+video window grow to 45 chunks and be cut, ``short`` ones (15..30 s) do not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from model.train import tasks
+from model.train.world import NAMES
+
+HELD_OUT_SEED = 10_000_000
+SIZE = (120, 160)
+
+
+def held_out(seed: int, long: bool):
+    """One held-out episode: a QA episode or an alert episode (50/50)."""
+    rng = np.random.default_rng([HELD_OUT_SEED, seed, int(long)])
+    duration = float(rng.uniform(60, 90) if long else rng.uniform(15, 30))
+    kind = "qa" if rng.random() < 0.35 else "alert"
+    return tasks.episode(rng, kind, duration, max_gap_s=25.0 if long else 10.0, after_s=12.0)
+
+
+def replay_stream(model, world, asks, workdir: Path) -> tuple[list, list[dict]]:
+    """(expected records, replay records) of one stream written as an mp4."""
+    from app.replay import Ask, Replayer, read_frames
+    video = world.write_video(workdir / "stream.mp4", tasks.FPS, *SIZE)
+    expected = tasks.chunk_frames(read_frames(video), asks)
+    session = model.new_session("eval")
+    try:
+        got = list(Replayer(session).run(read_frames(video), [Ask(a.t_s, a.text) for a in asks]))
+    finally:
+        session.close()
+    return expected, got
+
+
+def names_only(text: str, colour: str) -> bool:
+    low = text.lower()
+    return colour in low and not any(c in low for c in NAMES if c != colour)
+
+
+def score(expected, got, tally: dict) -> None:
+    """Add one stream's outcomes to ``tally`` (counters)."""
+    steps = [r for r in got if r["type"] == "step"]
+    replies = {round(r["t"], 3): r for r in got if r["type"] == "reply"}
+    if len(steps) != len(expected):
+        raise ValueError(f"replay gave {len(steps)} steps, the script {len(expected)}")
+    spoke = [s["decision"] == "speak" for s in steps]
+    text = [replies.get(round(s["t"], 3), {}).get("text", "") if sp else "" for s, sp in zip(steps, spoke)]
+    excused = set()
+    waiting = None      # (index of the when-question, target)
+    for i, rec in enumerate(expected):
+        if rec.question is not None:
+            target = tasks.parse_target(rec.question)
+            if target is None:
+                tally["qa"] += 1
+                tally["qa_ok"] += int(spoke[i] and names_only(text[i], tasks.chunk_colour(rec.frames)))
+            else:
+                tally["ack"] += 1
+                tally["ack_ok"] += int(spoke[i] and text[i].strip() == tasks.ACK)
+                waiting = (i, target)
+            continue
+        if rec.answer is not None and waiting is not None:   # the event chunk
+            q, target = waiting
+            waiting = None
+            tally["alerts"] += 1
+            fired = [j for j in range(q + 1, len(expected)) if spoke[j] and expected[j].question is None]
+            first = fired[0] if fired else None
+            if first is not None and first < i:
+                tally["alert_early"] += 1
+            elif first is not None and first <= i + 1 and names_only(text[first], target):
+                tally["alert_ok"] += 1
+                excused.add(first)
+            else:
+                tally["alert_missed"] += 1
+    for i, rec in enumerate(expected):
+        if rec.answer is None and i not in excused:
+            tally["silent_steps"] += 1
+            tally["false_alarms"] += int(spoke[i])
+
+
+def summary(tally: dict) -> dict:
+    def pct(a, b):
+        return round(100.0 * tally[a] / tally[b], 1) if tally[b] else None
+    return {"qa_correct_pct": pct("qa_ok", "qa"), "ack_pct": pct("ack_ok", "ack"),
+            "alert_on_time_pct": pct("alert_ok", "alerts"), "alert_early_pct": pct("alert_early", "alerts"),
+            "alert_missed_pct": pct("alert_missed", "alerts"),
+            "false_alarm_pct": pct("false_alarms", "silent_steps"), **tally}
+
+
+def evaluate(model_dir: Path, streams: int, seed: int = 0, progress=None) -> dict:
+    from collections import Counter
+    from app.config import EngineConfig
+    from model.train.checkpoint import MAX_PIXELS
+    from model.vlm import AuraModel
+    model = AuraModel.load(EngineConfig(model=str(model_dir), device="cpu", max_pixels=MAX_PIXELS))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for long in (False, True):
+            tally = Counter()
+            for k in range(streams):
+                expected, got = replay_stream(model, *held_out(seed + k, long), Path(tmp))
+                score(expected, got, tally)
+                if progress:
+                    progress(f"{'long' if long else 'short'} stream {k + 1}/{streams}: {dict(tally)}")
+            out["long" if long else "short"] = summary(tally)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m model.train.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--streams", type=int, default=40, help="streams per length (short, long)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if not (args.model_dir / "config.json").is_file() or args.streams < 1:
+        print("error: MODEL_DIR must be a checkpoint folder and --streams >= 1", file=sys.stderr)
+        return 2
+    result = evaluate(args.model_dir, args.streams, args.seed,
+                      lambda line: print(line, file=sys.stderr, flush=True))
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

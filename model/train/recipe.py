@@ -1,0 +1,49 @@
+"""The recipe of the shipped tiny AURA: a curriculum of generated streams -> batches.
+
+Contract: ``Curriculum(layout, grid_of, steps, batch, seed, loss)`` is a callable
+``step -> list[Sample]`` (deterministic in ``step``): each step draws fresh episodes
+(``tasks.episode``) with a new seed, cuts them into chunks like replay, unrolls them
+(``samples.build_samples``) and takes ``batch`` samples. Early steps use short streams with
+the event soon after the question; the stream length and the question-to-event gap grow
+linearly to ``MAX_STREAM_S`` / ``MAX_GAP_S`` over the first ``RAMP`` of the steps, so the
+later batches cover window cuts (N + N' = 45 s) and QA-window history.
+``KIND_MIX`` is the share of each episode kind.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from model.train import tasks
+from model.train.samples import Windows, build_samples
+
+KIND_MIX = (("qa", 0.25), ("alert", 0.5), ("negative", 0.25))
+MIN_STREAM_S, MAX_STREAM_S = 10.0, 70.0
+MIN_GAP_S, MAX_GAP_S = 3.0, 25.0
+RAMP = 0.6
+
+
+class Curriculum:
+    def __init__(self, layout, grid_of, steps: int, batch: int, seed: int = 0, loss: str = "balanced",
+                 windows: Windows = Windows()):
+        self.layout, self.grid_of, self.steps, self.batch = layout, grid_of, steps, batch
+        self.seed, self.loss, self.windows = seed, loss, windows
+
+    def level(self, step: int) -> float:
+        return min(1.0, step / max(1.0, RAMP * self.steps))
+
+    def __call__(self, step: int) -> list:
+        rng = np.random.default_rng([self.seed, step])
+        lv = self.level(step)
+        kinds, p = zip(*KIND_MIX)
+        out: list = []
+        while len(out) < self.batch:
+            kind = kinds[rng.choice(len(kinds), p=p)]
+            duration = float(rng.uniform(MIN_STREAM_S, MIN_STREAM_S + lv * (MAX_STREAM_S - MIN_STREAM_S)))
+            gap = MIN_GAP_S + lv * (MAX_GAP_S - MIN_GAP_S)
+            world, asks = tasks.episode(rng, kind, duration, max_gap_s=gap)
+            size = tasks.SIZES[rng.integers(len(tasks.SIZES))]
+            records = tasks.chunk_stream(world, asks, size=size, jitter_seed=int(rng.integers(1 << 30)))
+            samples = build_samples(records, self.layout, self.grid_of, self.windows, self.loss)
+            rng.shuffle(samples)
+            out.extend(samples[:max(1, self.batch // 4)])
+        return out[:self.batch]

@@ -1,0 +1,172 @@
+"""Questions, answers and the per-chunk script of a synthetic stream.
+
+Contract:
+* ``ChunkRecord(frames, start_s, t_s, question, answer)``: one 1-s step of a stream, the
+  unit ``samples.build_samples`` takes (``answer`` = reply text, None = ``<|silent|>``).
+  Fine-tuning from reviews builds the same records from a recording.
+* ``script(chunks, questions)``: the right answer per chunk. "What colour is the
+  background?" (paraphrases) is answered at once with the colour of the chunk's last
+  frame (the present moment); "Tell me when the background turns X." is acknowledged at
+  once (``ACK``), then silent until a chunk's last frame shows X, then ``alert(X)``, once.
+* ``episode(rng, kind, ...)``: a random world and its questions: ``qa`` (colour questions),
+  ``alert`` (a when-question whose colour comes; sometimes other changes first, sometimes a
+  colour question after the alert) or ``negative`` (a when-question whose colour never
+  comes, then a colour question: a non-target change followed by silence).
+* ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks
+  by ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
+  chunk early), then scripted; ``chunk_frames(frames, asks)`` the same for any frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.train.world import COLOURS, NAMES, World, name_colour
+
+ASK_COLOUR = ("What colour is the background?", "What color is the background?",
+              "Which colour is the background now?", "What is the background colour?")
+ASK_WHEN = ("Tell me when the background turns {c}.", "Let me know when the background becomes {c}.",
+            "Tell me when it turns {c}.", "Say something when the background is {c}.")
+ACK = "OK, I will let you know then."
+FPS = 10.0
+SIZES = ((64, 64), (120, 160), (90, 160))     # (h, w) camera sizes used in training
+
+
+def answer_colour(c: str) -> str:
+    return f"The background is {c}."
+
+
+def alert(c: str) -> str:
+    return f"The background turned {c}."
+
+
+@dataclass(frozen=True)
+class Ask:
+    t_s: float
+    text: str
+    target: str | None = None       # the colour of a when-question
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkRecord:
+    frames: tuple                   # 1 or 2 RGB uint8 frames
+    start_s: float
+    t_s: float
+    question: str | None = None
+    answer: str | None = None       # None = silent
+
+
+def ask_colour(rng) -> str:
+    return ASK_COLOUR[rng.integers(len(ASK_COLOUR))]
+
+
+def ask_when(rng, colour: str) -> str:
+    return ASK_WHEN[rng.integers(len(ASK_WHEN))].format(c=colour)
+
+
+def parse_target(question: str) -> str | None:
+    """The colour a when-question waits for (None for other questions)."""
+    q = question.lower()
+    if q.startswith(("tell me when", "let me know when", "say something when")):
+        found = [c for c in NAMES if c in q]
+        return found[-1] if found else None
+    return None
+
+
+def chunk_colour(rec_frames) -> str:
+    return name_colour(rec_frames[-1].reshape(-1, 3).mean(0))
+
+
+def script(chunks, questions: dict[int, str]) -> list[ChunkRecord]:
+    """``chunks``: ``app.events.VideoChunk``s; ``questions``: chunk index -> text."""
+    out, waiting = [], None
+    for i, ch in enumerate(chunks):
+        colour = chunk_colour(ch.frames)
+        q = questions.get(i)
+        answer = None
+        if q is not None:
+            target = parse_target(q)
+            if target is not None:
+                answer, waiting = ACK, target
+            else:
+                answer = answer_colour(colour)
+        elif waiting is not None and colour == waiting:
+            answer, waiting = alert(waiting), None
+        out.append(ChunkRecord(tuple(ch.frames), ch.start_s, ch.t_s, q, answer))
+    return out
+
+
+def chunk_stream(world: World, asks: list[Ask], fps: float = FPS, size=(64, 64),
+                 jitter_seed: int | None = None) -> list[ChunkRecord]:
+    return chunk_frames(world.frames(fps, *size, jitter_seed=jitter_seed), asks)
+
+
+def chunk_frames(frames, asks) -> list[ChunkRecord]:
+    """``app.events.VideoFrame``s (a world, or a decoded video) -> scripted records."""
+    from app.sampler import FrameSampler
+    sampler, chunks, questions = FrameSampler(), [], {}
+    pending = sorted(asks, key=lambda a: a.t_s)
+    for frame in frames:
+        while pending and pending[0].t_s <= frame.t_s:
+            ask = pending.pop(0)
+            ch = sampler.close_partial(ask.t_s)
+            if ch is not None:
+                questions[len(chunks)] = ask.text
+                chunks.append(ch)
+        chunks.extend(sampler.feed(frame))
+    return script(chunks, questions)
+
+
+def _round(t: float) -> float:
+    return round(t * 10) / 10
+
+
+def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: float = 15.0,
+            after_s: float = 8.0) -> tuple[World, list[Ask]]:
+    """A random world and its questions (see the module contract). ``max_gap_s`` bounds
+    the time from a when-question to its event (a curriculum knob); ``after_s`` the stream
+    left after the event."""
+    if kind == "qa":
+        world = World.random(rng, duration_s)
+        n = int(rng.integers(1, 4))
+        times = sorted({_round(float(t)) for t in rng.uniform(0.6, duration_s - 0.2, size=n)})
+        return world, [Ask(t, ask_colour(rng)) for t in times]
+    world = World.random(rng, duration_s + 40.0)
+    if kind == "alert":
+        ks = [k for k in range(1, len(world.starts)) if world.starts[k] <= duration_s] or [1]
+        k = ks[rng.integers(len(ks))]                      # the event segment
+        target = world.colours[k]
+        j = k - 1                                          # the question's segment
+        while j > 0 and world.colours[j - 1] != target and rng.random() < 0.4:
+            j -= 1                                         # other changes come first
+        lo = max(world.starts[j] + 0.5, world.starts[k] - max_gap_s, 0.6)
+        hi = world.starts[k] - 0.6
+        if lo > hi:
+            return episode(rng, kind, duration_s, max_gap_s, after_s)
+        tq = _round(float(rng.uniform(lo, hi)))
+        end = world.starts[k] + float(rng.uniform(1.5, after_s))
+        asks = [Ask(tq, ask_when(rng, target), target)]
+        if rng.random() < 0.5:                             # a colour question after the alert
+            ta = _round(world.starts[k] + float(rng.uniform(2.0, after_s + 6)))
+            asks.append(Ask(ta, ask_colour(rng)))
+            end = max(end, ta + 0.5)
+        if rng.random() < 0.3 and tq > 2.0:               # and one before the when-question
+            asks.append(Ask(_round(float(rng.uniform(0.6, tq - 1.0))), ask_colour(rng)))
+        return _cut(world, end), asks
+    if kind == "negative":
+        tq = _round(float(rng.uniform(0.6, max(1.0, duration_s / 2))))
+        ta = _round(tq + float(rng.uniform(3.0, max(4.0, min(29.0, duration_s - tq)))))
+        seen = {world.colour_at(t) for t in np.arange(tq, ta + 1.0, 0.1)}
+        missing = [c for c in NAMES if c not in seen]
+        if not missing:
+            return episode(rng, kind, duration_s, max_gap_s, after_s)
+        target = missing[rng.integers(len(missing))]
+        return _cut(world, ta + 0.5), [Ask(tq, ask_when(rng, target), target), Ask(ta, ask_colour(rng))]
+    raise ValueError(f"episode: unknown kind {kind!r}")
+
+
+def _cut(world: World, end_s: float) -> World:
+    keep = [i for i, s in enumerate(world.starts) if s < end_s]
+    return World(tuple(world.starts[i] for i in keep), tuple(world.colours[i] for i in keep),
+                 float(end_s), world.shape)
