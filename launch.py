@@ -5,6 +5,7 @@
     python3 launch.py replay VIDEO ...     run the engine over a video file, JSON lines out
     python3 launch.py export REC --out F.zip   bundle a recording (mp4 with both voices, captions)
     python3 launch.py annotate REC --at S --say TEXT   note what AURA should have done (--list, --delete N)
+    python3 launch.py finetune REC... --out DIR   a LoRA adapter learnt from the notes (--adapter DIR loads it)
     python3 launch.py test [pytest args]   set up and run the test suite
 
 The first run of any command creates ``.venv`` and installs what is missing
@@ -20,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-SUBCOMMANDS = ("replay", "test", "export", "annotate")
+SUBCOMMANDS = ("replay", "test", "export", "annotate", "finetune")
 
 
 # --- options shared by every command that builds a Config -------------------------------
@@ -34,6 +35,7 @@ MODEL_FLAGS: list[tuple[str, str, str, dict]] = [
     ("--language", "engine", "language", dict(help='reply language, e.g. "English" (appended to the system prompt)')),
     ("--temperature", "engine", "temperature", dict(type=float, help="sampling temperature; 0 = greedy (default)")),
     ("--seed", "engine", "seed", dict(type=int, help="random seed (same model + seed = same decisions)")),
+    ("--adapter", "engine", "adapter", dict(metavar="DIR", help="a LoRA adapter (launch.py finetune) merged into the model at load")),
     ("--preset", "app", "preset", dict(choices=["offline"], help="offline: tiny random models + espeak-ng voice, built locally; answers are meaningless")),
 ]
 SPEECH_FLAGS: list[tuple[str, str, str, dict]] = [
@@ -175,7 +177,10 @@ def _replay_recording(cfg, rec_dir: Path, out: str | None) -> int:
     steps = result["steps"]
     print(f"{'identical' if result['identical_decisions'] else 'CHANGED'} decisions: "
           f"{len(steps['changed'])} of {steps['compared']} steps changed, "
-          f"{len(result['replies']['changed'])} replies changed; details in {out_dir}")
+          f"{len(result['replies']['changed'])} replies changed"
+          + (f"; annotated moments done: {sum(a['done'] for a in result['annotations'])} of "
+             f"{len(result['annotations'])}" if result.get("annotations") else "")
+          + f"; details in {out_dir}")
     return 0
 
 
@@ -248,6 +253,46 @@ def cmd_annotate(argv: list[str]) -> int:
     return 0
 
 
+# --- finetune -------------------------------------------------------------------------
+def cmd_finetune(argv: list[str]) -> int:
+    """Train a LoRA adapter on annotated recordings (app/teach/finetune.py): AURA's stream
+    samples with the notes in place of what the model did, the silent-speech balanced loss.
+    Run the same command again to resume. Bad input: one line, exit 2."""
+    parser = OneLineParser(prog="launch.py finetune", description=cmd_finetune.__doc__)
+    parser.add_argument("sources", nargs="+", metavar="REC_OR_DIR",
+                        help="recording folders, or folders of recordings (those with notes are used)")
+    parser.add_argument("--out", required=True, metavar="ADAPTER_DIR", help="where the adapter and report go")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 150, or from --epochs)")
+    parser.add_argument("--epochs", type=float, help="passes over the samples instead of --steps")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    parser.add_argument("--batch", type=int, default=4, help="samples per step (default 4)")
+    parser.add_argument("--hold-out", type=float, default=0.0, metavar="FRACTION",
+                        help="fraction of the notes kept out of training and measured on")
+    add_config_flags(parser, MODEL_FLAGS)
+    args = parser.parse_args(argv)
+    import time
+    from app.main import CACHE, progress
+    from app.presets import apply_preset
+    from app.teach.finetune import FinetuneOptions, finetune
+    from model.vlm import ModelLoadError
+    from speech.asr import AsrLoadError
+    started = time.perf_counter()
+    try:
+        opts = FinetuneOptions(steps=args.steps, epochs=args.epochs, lr=args.lr, rank=args.rank,
+                               batch=args.batch, hold_out=args.hold_out,
+                               seed=args.seed if args.seed is not None else 0)
+        cfg, _banner = apply_preset(load_config(args), CACHE, progress)
+        report = finetune(cfg, [Path(s) for s in args.sources], Path(args.out), opts, progress)
+    except (ValueError, ModelLoadError, AsrLoadError, OSError) as e:
+        return fail(str(e))
+    done = report["fixed"]
+    print(f"adapter in {args.out}: {done['trained'][0]} of {done['trained'][1]} notes fixed "
+          f"({done['held_out'][0]} of {done['held_out'][1]} held out); {report['samples_per_s']} samples/s; "
+          f"{(time.perf_counter() - started) / 60:.1f} min; report {Path(args.out) / 'report.md'}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     from app.bootstrap import ensure_environment
@@ -260,6 +305,8 @@ def main(argv: list[str]) -> int:
         return cmd_export(argv[1:])
     if command == "annotate":
         return cmd_annotate(argv[1:])
+    if command == "finetune":
+        return cmd_finetune(argv[1:])
     return cmd_app(argv)
 
 

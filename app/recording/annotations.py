@@ -65,8 +65,9 @@ def _chunks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                   key=lambda e: float(e["t"]))
 
 
-def _step_of(events: list[dict[str, Any]], chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """The step that decided on this chunk (the first at or after its end with its index)."""
+def step_of(events: list[dict[str, Any]], chunk: dict[str, Any]) -> dict[str, Any] | None:
+    """The step that decided on this chunk record (the first at or after its end with its
+    index: indexes can repeat in a recording, times cannot)."""
     return next((e for e in events if e.get("type") == "step" and e.get("chunk_index") == chunk["index"]
                  and float(e["t"]) >= float(chunk["t"]) - 1e-6), None)
 
@@ -85,7 +86,7 @@ def chunk_for(events: list[dict[str, Any]], t_s: float, kind: str) -> dict[str, 
     holding = next((c for c in chunks if t_s <= float(c["t"]) + 1e-6), chunks[-1])
     if kind == "say":
         return holding
-    steps = {id(c): _step_of(events, c) for c in chunks}
+    steps = {id(c): step_of(events, c) for c in chunks}
     spoke = [c for c in chunks if (steps[id(c)] or {}).get("decision") == "speak"
              and (c is holding or float(steps[id(c)]["t"]) <= t_s + 1e-6)]
     if not spoke:
@@ -93,17 +94,31 @@ def chunk_for(events: list[dict[str, Any]], t_s: float, kind: str) -> dict[str, 
     return spoke[-1]
 
 
-def moment(events: list[dict[str, Any]], chunk_index: int) -> dict[str, Any]:
-    """What the model did at a chunk: decision, p_silent and the reply it spoke (or None)."""
-    step = next((e for e in events if e.get("type") == "step" and e.get("chunk_index") == chunk_index), None)
+def did(events: list[dict[str, Any]], chunk: dict[str, Any]) -> dict[str, Any]:
+    """What the model did at a chunk record: decision, p_silent and the reply it spoke (the
+    reply started by that step, else the first reply before the next step; None if silent)."""
+    step = step_of(events, chunk)
     if step is None:
         return {"decision": None, "p_silent": None, "reply": None}
-    later = [e for e in events if e.get("type") == "step" and float(e["t"]) > float(step["t"])]
-    until = float(later[0]["t"]) if later else math.inf
-    reply = next((e for e in events if e.get("type") == "reply" and float(step["t"]) - 1e-6
-                  <= float(e["t"]) < until), None) if step.get("decision") == "speak" else None
-    return {"decision": step.get("decision"), "p_silent": step.get("p_silent"),
-            "reply": None if reply is None else str(reply.get("text", ""))}
+    t0 = float(step["t"])
+    until = min((float(e["t"]) for e in events if e.get("type") == "step" and float(e["t"]) > t0),
+                default=math.inf)
+    reply = None
+    if step.get("decision") == "speak":
+        started = {e.get("reply_id") for e in events if e.get("type") == "reply_start"
+                   and t0 - 1e-6 <= float(e["t"]) < until}
+        replies = [e for e in events if e.get("type") == "reply"]
+        found = next((e for e in replies if e.get("reply_id") in started), None) or \
+            next((e for e in replies if t0 - 1e-6 <= float(e["t"]) < until), None)
+        reply = None if found is None else str(found.get("text", ""))
+    return {"decision": step.get("decision"), "p_silent": step.get("p_silent"), "reply": reply}
+
+
+def moment(events: list[dict[str, Any]], chunk_index: int) -> dict[str, Any]:
+    """``did`` at the first chunk record with this index (a replay's events, which hold no
+    chunk records: at the first step with this index)."""
+    chunk = next((c for c in _chunks(events) if c["index"] == chunk_index), None)
+    return did(events, chunk or {"index": chunk_index, "t": -math.inf})
 
 
 def _validate(kind: Any, text: Any) -> tuple[str, str]:
