@@ -262,11 +262,11 @@ def cmd_finetune(argv: list[str]) -> int:
     parser.add_argument("sources", nargs="+", metavar="REC_OR_DIR",
                         help="recording folders, or folders of recordings (those with notes are used)")
     parser.add_argument("--out", required=True, metavar="ADAPTER_DIR", help="where the adapter and report go")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default 150, or from --epochs)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 60, or from --epochs)")
     parser.add_argument("--epochs", type=float, help="passes over the samples instead of --steps")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (default 1e-2)")
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    parser.add_argument("--batch", type=int, default=4, help="samples per step (default 4)")
+    parser.add_argument("--batch", type=int, default=3, help="samples per step (default 3)")
     parser.add_argument("--hold-out", type=float, default=0.0, metavar="FRACTION",
                         help="fraction of the notes kept out of training and measured on")
     add_config_flags(parser, MODEL_FLAGS)
