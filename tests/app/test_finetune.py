@@ -134,6 +134,13 @@ def test_adapter_merged_at_load_equals_peft(tiny_dir, tmp_path):
     assert not any("lora" in n for n, _ in model.hf.named_parameters())
     assert (ref - plain).abs().max() > 1e-2                       # the adapter changes the output
     assert torch.allclose(merged, ref, atol=1e-4 * max(1.0, float(ref.abs().max())))
+    # finetune --adapter DIR continues that adapter: loaded trainable, with its weights
+    again = attach(Qwen3VLForConditionalGeneration.from_pretrained(tiny_dir, dtype=torch.float32), 4,
+                   adapter_dir=tmp_path / "adapter")
+    saved = {n: p for n, p in wrapped.named_parameters() if "lora" in n}
+    loaded = {n: p for n, p in again.named_parameters() if "lora" in n}
+    assert saved.keys() == loaded.keys() and all(p.requires_grad for p in loaded.values())
+    assert all(torch.equal(saved[n], loaded[n]) for n in saved)
     with pytest.raises(ModelLoadError, match="engine.adapter: .*not a PEFT adapter folder"):
         AuraModel.load(EngineConfig(model=str(tiny_dir), device="cpu", adapter=str(tmp_path)))
 
