@@ -2,8 +2,10 @@
 
 Writes an untrained checkpoint into OUT_DIR (model/train/checkpoint.py) unless one is
 there, trains it on the curriculum (model/train/recipe.py) with progress on stderr and a
-resumable state in OUT_DIR/train_state.pt, then saves the weights in place. Exit code 2
-with one line for bad arguments.
+resumable state in OUT_DIR/train_state.pt (run the same command again to resume), then
+saves the weights in place, writes OUT_DIR/aura_train.json (the recipe's settings) and
+removes the state. Exit code 2 with one line for bad arguments or a folder that already
+holds a finished run.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def run(args) -> Path:
     source = Curriculum(layout, grid_of, cfg.steps, cfg.batch, cfg.seed, args.loss)
     losses = train(hf, prep, source, cfg, stderr_progress, state_dir=out)
     checkpoint.save(hf, out)
+    (out / "train_state.pt").unlink(missing_ok=True)
     (out / "aura_train.json").write_text(json.dumps(
         {"recipe": "python -m model.train", "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
          "seed": cfg.seed, "loss": args.loss, "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
@@ -66,6 +69,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.out_dir.exists() and not args.out_dir.is_dir():
         print(f"error: {args.out_dir} exists and is not a directory", file=sys.stderr)
+        return 2
+    if (args.out_dir / "aura_train.json").exists():
+        print(f"error: {args.out_dir} already holds a trained model; give a new folder", file=sys.stderr)
         return 2
     if args.device != "cpu" and not args.device.startswith("cuda"):
         print("error: --device must be cpu or cuda[:N]", file=sys.stderr)

@@ -32,11 +32,12 @@ HELD_OUT_SEED = 10_000_000
 SIZE = (120, 160)
 
 
-def held_out(seed: int, long: bool):
-    """One held-out episode: a QA episode or an alert episode (50/50)."""
+def held_out(seed: int, long: bool, kind: str | None = None):
+    """One held-out episode: a QA episode (35%) or an alert episode, or ``kind``."""
     rng = np.random.default_rng([HELD_OUT_SEED, seed, int(long)])
     duration = float(rng.uniform(60, 90) if long else rng.uniform(15, 30))
-    kind = "qa" if rng.random() < 0.35 else "alert"
+    pick = "qa" if rng.random() < 0.35 else "alert"
+    kind = kind or pick
     return tasks.episode(rng, kind, duration, max_gap_s=25.0 if long else 10.0, after_s=12.0)
 
 
@@ -107,12 +108,17 @@ def summary(tally: dict) -> dict:
             "false_alarm_pct": pct("false_alarms", "silent_steps"), **tally}
 
 
-def evaluate(model_dir: Path, streams: int, seed: int = 0, progress=None) -> dict:
-    from collections import Counter
+def load(model_dir: Path):
+    """The checkpoint through the engine's loader, at the offline preset's pixel budget."""
     from app.config import EngineConfig
     from model.train.checkpoint import MAX_PIXELS
     from model.vlm import AuraModel
-    model = AuraModel.load(EngineConfig(model=str(model_dir), device="cpu", max_pixels=MAX_PIXELS))
+    return AuraModel.load(EngineConfig(model=str(model_dir), device="cpu", max_pixels=MAX_PIXELS))
+
+
+def evaluate(model_dir: Path, streams: int, seed: int = 0, progress=None) -> dict:
+    from collections import Counter
+    model = load(model_dir)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for long in (False, True):
