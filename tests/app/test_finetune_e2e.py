@@ -31,10 +31,8 @@ def test_notes_fix_the_model(tmp_path):
     from app.recording import annotations as notes
     from app.recording.library import read_events
     from model.train import tasks
-    from model.train.checkpoint import MAX_PIXELS
     from model.train.world import World
-    env = {**os.environ, "AURALIVE_VENV": os.environ.get("AURALIVE_VENV", sys.prefix),
-           "AURA_ENGINE_MAX_PIXELS": str(MAX_PIXELS), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "AURALIVE_VENV": os.environ.get("AURALIVE_VENV", sys.prefix), "PYTHONPATH": str(ROOT)}
     # the shipped tiny trained model when there is one; else a base that has seen the colour
     # world briefly (20 steps): both stay silent when nobody asks
     base = ROOT / "assets" / "aura-tiny-colours"
@@ -42,7 +40,8 @@ def test_notes_fix_the_model(tmp_path):
         base = tmp_path / "base"
         subprocess.run([sys.executable, "-m", "model.train", str(base), "--steps", "20", "--batch", "4"],
                        cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
-    video = World.scripted(SCENES, 24.0).write_video(tmp_path / "scenes.y4m", h=120, w=160)
+    # 64x64: the size the colour model trains at, which any pixel budget keeps as it is
+    video = World.scripted(SCENES, 24.0).write_video(tmp_path / "scenes.y4m", h=64, w=64)
     _launch("replay", str(video), "--model", str(base), "--record", str(tmp_path / "recs"),
             "--out", str(tmp_path / "run.jsonl"), env=env)
     [rec] = list((tmp_path / "recs").iterdir())
