@@ -288,7 +288,9 @@ def cmd_finetune(argv: list[str]) -> int:
         return fail(str(e))
     done = report["fixed"]
     print(f"adapter in {args.out}: {done['trained'][0]} of {done['trained'][1]} notes fixed "
-          f"({done['held_out'][0]} of {done['held_out'][1]} held out); {report['samples_per_s']} samples/s; "
+          f"({done['held_out'][0]} of {done['held_out'][1]} held out); silent steps kept "
+          f"{report['settings']['silent_kept'][0]} of {report['settings']['silent_kept'][1]}; "
+          f"{report['samples_per_s']} samples/s; "
           f"{(time.perf_counter() - started) / 60:.1f} min; report {Path(args.out) / 'report.md'}")
     return 0
 

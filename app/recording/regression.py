@@ -185,7 +185,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         def did(d: dict[str, Any]) -> str:
             reply = f" {json.dumps(d['reply'], ensure_ascii=False)}" if d.get("reply") else ""
             return f"{d.get('decision')}{reply}".replace("|", "\\|")
-        lines += ["## Annotated moments", "", "| note | t (s) | chunk | recorded (base) | replay | asked | done |",
+        lines += ["## Annotated moments", "", "| note | t (s) | chunk | recorded (base) | replay | asked | decision as asked |",
                   "|---|---|---|---|---|---|---|"]
         for a in result["annotations"]:
             asked = json.dumps(a["asked"], ensure_ascii=False).replace("|", "\\|")

@@ -158,21 +158,31 @@ def finetune(config: Config, sources: list[Path], out_dir: Path, opts: FinetuneO
                 "loss": "balanced", "samples": len(samples), "samples_with_notes": sum(focus),
                 "note_draw_repeat": repeat, "recordings": [r.name for r in recs]}
     del model, wrapped, hf
-    _after(config, recs, out_dir, moments, progress)
+    settings["silent_kept"] = _after(config, recs, out_dir, moments, progress)
     return write_report(out_dir, settings, losses, seconds, steps * opts.batch, moments)
 
 
-def _after(config: Config, recs: list[Path], out_dir: Path, moments, progress) -> None:
-    """Each recording replayed with the adapter merged: the decision at every note's chunk."""
+def _after(config: Config, recs: list[Path], out_dir: Path, moments, progress) -> list[int]:
+    """Each recording replayed with the adapter merged: the decision at every note's chunk.
+    Returns [kept, total]: the steps silent in the recording and without a note that the
+    adapter leaves silent (what it must not break)."""
     from app.recording.library import read_events
     from app.recording.rerun import replay_recording
     adapted = replace(config, engine=replace(config.engine, adapter=str(out_dir)))
+    kept = [0, 0]
     for r in recs:
-        replay_recording(adapted, r, out_dir / "replays" / r.name, progress)
+        result = replay_recording(adapted, r, out_dir / "replays" / r.name, progress)
         events = read_events(out_dir / "replays" / r.name / "events.jsonl")
+        noted = {m.note.chunk for m in moments if m.recording == r.name}
         for m in moments:
             if m.recording == r.name:
                 m.after = notes.moment(events, m.note.chunk)
+        before = [e for e in read_events(r / "events.jsonl") if e.get("type") == "step"
+                  and e.get("decision") == "silent" and e.get("chunk_index") not in noted]
+        woke = {c["chunk"] for c in result["steps"]["changed"]}
+        kept[0] += sum(1 for e in before if e.get("chunk_index") not in woke)
+        kept[1] += len(before)
+    return kept
 
 
 def fixed(kind: str, decision: str | None) -> bool:

@@ -76,8 +76,10 @@ def write_report(out_dir: Path, settings: dict[str, Any], losses: list[float], s
              f"x{settings['note_draw_repeat']}); {report['train_seconds']} s, {report['samples_per_s']} samples/s",
              f"- loss {report['loss_first']:.4f} -> {report['loss_last']:.4f} (loss.png)" if losses else "- no steps",
              f"- notes fixed: {report['fixed']['trained'][0]} of {report['fixed']['trained'][1]} trained on, "
-             f"{report['fixed']['held_out'][0]} of {report['fixed']['held_out'][1]} held out", "",
-             "| recording | note | t (s) | chunk | asked | before | after | fixed |", "|---|---|---|---|---|---|---|---|"]
+             f"{report['fixed']['held_out'][0]} of {report['fixed']['held_out'][1]} held out",
+             "- steps silent in the recording and without a note, still silent: "
+             f"{settings['silent_kept'][0]} of {settings['silent_kept'][1]}", "",
+             "| recording | note | t (s) | chunk | asked | before | after | decision as asked |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def did(d):
             return f"{d['decision']} {_md_cell(d['reply'])}" if d.get("reply") else str(d.get("decision"))

@@ -64,7 +64,7 @@ def test_notes_fix_the_model(tmp_path):
     quiet = [c for c, d in before.items() if d == "silent" and c not in noted]
     kept = sum(after[c]["decision"] == "silent" for c in quiet)
     assert kept >= 0.95 * len(quiet), (kept, len(quiet))
-    assert report["fixed"]["trained"] == [3, 3]
+    assert report["fixed"]["trained"] == [3, 3] and report["settings"]["silent_kept"] == [kept, len(quiet)]
     print(f"finetune: {minutes:.1f} min, {report['samples_per_s']} samples/s, silent kept {kept}/{len(quiet)}")
 
     # the check a tester runs: replay with the adapter lists each moment, base vs adapter vs asked
