@@ -5,6 +5,8 @@
     python3 launch.py replay VIDEO ...     run the engine over a video file, JSON lines out
     python3 launch.py export REC --out F.zip   bundle a recording (mp4 with both voices, captions)
     python3 launch.py check-model ID_OR_DIR   does a checkpoint see what the engine feeds it?
+    python3 launch.py annotate REC --at S --say TEXT   note what AURA should have done (--list, --delete N)
+    python3 launch.py finetune REC... --out DIR   a LoRA adapter learnt from the notes (--adapter DIR loads it)
     python3 launch.py test [pytest args]   set up and run the test suite
 
 The first run of any command creates ``.venv`` and installs what is missing
@@ -20,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-SUBCOMMANDS = ("replay", "test", "export", "check-model")
+SUBCOMMANDS = ("replay", "test", "export", "check-model", "annotate", "finetune")
 
 
 # --- options shared by every command that builds a Config -------------------------------
@@ -35,6 +37,7 @@ MODEL_FLAGS: list[tuple[str, str, str, dict]] = [
     ("--language", "engine", "language", dict(help='reply language, e.g. "English" (appended to the system prompt)')),
     ("--temperature", "engine", "temperature", dict(type=float, help="sampling temperature; 0 = greedy (default)")),
     ("--seed", "engine", "seed", dict(type=int, help="random seed (same model + seed = same decisions)")),
+    ("--adapter", "engine", "adapter", dict(metavar="DIR", help="a LoRA adapter (launch.py finetune) merged into the model at load")),
     ("--preset", "app", "preset", dict(choices=["offline"], help="offline: tiny random models + espeak-ng voice, built locally; answers are meaningless")),
 ]
 SPEECH_FLAGS: list[tuple[str, str, str, dict]] = [
@@ -177,7 +180,10 @@ def _replay_recording(cfg, rec_dir: Path, out: str | None) -> int:
     steps = result["steps"]
     print(f"{'identical' if result['identical_decisions'] else 'CHANGED'} decisions: "
           f"{len(steps['changed'])} of {steps['compared']} steps changed, "
-          f"{len(result['replies']['changed'])} replies changed; details in {out_dir}")
+          f"{len(result['replies']['changed'])} replies changed"
+          + (f"; annotated moments done: {sum(a['done'] for a in result['annotations'])} of "
+             f"{len(result['annotations'])}" if result.get("annotations") else "")
+          + f"; details in {out_dir}")
     return 0
 
 
@@ -225,6 +231,91 @@ def cmd_export(argv: list[str]) -> int:
     return 0
 
 
+# --- annotate -------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr, exit 2 (argparse would print the usage too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}\n")
+
+
+def cmd_annotate(argv: list[str]) -> int:
+    """Note what AURA should have done at a moment of a recording (app/recording/annotations.py),
+    list the notes, or delete one. Bad input: one line, exit 2."""
+    parser = OneLineParser(prog="launch.py annotate", description=cmd_annotate.__doc__)
+    parser.add_argument("recording", metavar="RECORDING_DIR")
+    parser.add_argument("--at", metavar="SECONDS", help="stream time of the moment (as in the Review tab)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--say", metavar="TEXT", help="AURA should have said TEXT here")
+    what.add_argument("--silent", action="store_true", help="AURA should have stayed silent here")
+    what.add_argument("--better", metavar="TEXT", help="a better answer than the one AURA gave here")
+    what.add_argument("--list", action="store_true", help="print the notes, one a line")
+    what.add_argument("--delete", metavar="N", type=int, help="delete note number N (as --list shows it)")
+    args = parser.parse_args(argv)
+    from app.recording import annotations as notes
+    rec = Path(args.recording)
+    try:
+        if args.list or args.delete is not None:
+            if args.at is not None:
+                return fail("--at goes with --say, --silent or --better")
+            if args.list:
+                found = notes.load(notes.check_dir(rec))
+                print("\n".join(map(notes.format_line, found)) if found else "no notes")
+            else:
+                print(f"deleted {notes.format_line(notes.delete(rec, args.delete))}")
+            return 0
+        if args.at is None:
+            return fail("--at SECONDS is required with --say, --silent or --better")
+        kind, text = ("say", args.say) if args.say is not None else \
+            ("better", args.better) if args.better is not None else ("silent", "")
+        print(notes.format_line(notes.add(rec, args.at, kind, text)))
+    except (ValueError, OSError) as e:
+        return fail(str(e))
+    return 0
+
+
+# --- finetune -------------------------------------------------------------------------
+def cmd_finetune(argv: list[str]) -> int:
+    """Train a LoRA adapter on annotated recordings (app/teach/finetune.py): AURA's stream
+    samples with the notes in place of what the model did, the silent-speech balanced loss.
+    Run the same command again to resume. Bad input: one line, exit 2."""
+    parser = OneLineParser(prog="launch.py finetune", description=cmd_finetune.__doc__)
+    parser.add_argument("sources", nargs="+", metavar="REC_OR_DIR",
+                        help="recording folders, or folders of recordings (those with notes are used)")
+    parser.add_argument("--out", required=True, metavar="ADAPTER_DIR", help="where the adapter and report go")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 60, or from --epochs)")
+    parser.add_argument("--epochs", type=float, help="passes over the samples instead of --steps")
+    parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (default 1e-2)")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    parser.add_argument("--batch", type=int, default=3, help="samples per step (default 3)")
+    parser.add_argument("--hold-out", type=float, default=0.0, metavar="FRACTION",
+                        help="fraction of the notes kept out of training and measured on")
+    add_config_flags(parser, MODEL_FLAGS)
+    args = parser.parse_args(argv)
+    import time
+    from app.main import CACHE, progress
+    from app.presets import apply_preset
+    from app.teach.finetune import FinetuneOptions, finetune
+    from model.vlm import ModelLoadError
+    from speech.asr import AsrLoadError
+    started = time.perf_counter()
+    try:
+        opts = FinetuneOptions(steps=args.steps, epochs=args.epochs, lr=args.lr, rank=args.rank,
+                               batch=args.batch, hold_out=args.hold_out,
+                               seed=args.seed if args.seed is not None else 0)
+        cfg, _banner = apply_preset(load_config(args), CACHE, progress)
+        report = finetune(cfg, [Path(s) for s in args.sources], Path(args.out), opts, progress)
+    except (ValueError, ModelLoadError, AsrLoadError, OSError) as e:
+        return fail(str(e))
+    done = report["fixed"]
+    print(f"adapter in {args.out}: {done['trained'][0]} of {done['trained'][1]} notes fixed "
+          f"({done['held_out'][0]} of {done['held_out'][1]} held out); silent steps kept "
+          f"{report['settings']['silent_kept'][0]} of {report['settings']['silent_kept'][1]}; "
+          f"{report['samples_per_s']} samples/s; "
+          f"{(time.perf_counter() - started) / 60:.1f} min; report {Path(args.out) / 'report.md'}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     from app.bootstrap import ensure_environment
@@ -237,6 +328,10 @@ def main(argv: list[str]) -> int:
         return cmd_export(argv[1:])
     if command == "check-model":
         return cmd_check_model(argv[1:])
+    if command == "annotate":
+        return cmd_annotate(argv[1:])
+    if command == "finetune":
+        return cmd_finetune(argv[1:])
     return cmd_app(argv)
 
 

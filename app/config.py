@@ -75,6 +75,7 @@ class EngineConfig:
     top_p: float = 1.0
     repetition_penalty: bool = False      # the demo's cross-turn penalty (protocol section 4)
     seed: int = 0
+    adapter: str = ""                     # a PEFT LoRA adapter folder, merged into the weights at load
 
     def __post_init__(self) -> None:
         s = "engine"

@@ -53,6 +53,7 @@ def recorder_factory(config: Config):
     def make(session_id: str, clock: Any, view: Any) -> Any:
         app = config.app
         meta = {"session_id": session_id, "model": config.engine.model, "preset": app.preset,
+                "adapter": config.engine.adapter or None,
                 "asr_model": config.speech.asr_model, "tts": config.speech.tts,
                 "seed": config.engine.seed, "temperature": config.engine.temperature,
                 "settings": {"hands_free": app.hands_free, "proactive": app.proactive, "voice": app.voice},

@@ -184,6 +184,7 @@ def open_recorder(cfg, root: Path, video: str):
     from app.recording.recorder import Recorder
     stream = ManualClock()
     meta = {"source": "replay", "video": str(Path(video).resolve()), "model": cfg.engine.model,
+            "adapter": cfg.engine.adapter or None,
             "preset": cfg.app.preset, "seed": cfg.engine.seed, "temperature": cfg.engine.temperature,
             "settings": {"hands_free": True, "proactive": True, "voice": False}}
     try:

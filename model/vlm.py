@@ -203,6 +203,13 @@ class AuraModel:
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"{cfg.model}: could not load the weights "
                                  f"({str(e).splitlines()[0][:160]})") from None
+        if cfg.adapter:  # merged now, so no backend pays for LoRA at decode time (model/adapter.py)
+            from model.adapter import AdapterError, merge
+            say(f"merging the adapter {cfg.adapter}")
+            try:
+                hf = merge(hf, cfg.adapter)
+            except AdapterError as e:
+                raise ModelLoadError(f"engine.adapter: {e}") from None
         model = cls(cfg, hf, tok, vproc, device, sessions=sessions, split=len(devices) > 1)
         model.attach_backend()
         say(f"model ready ({type(model.backend).__name__})")

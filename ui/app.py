@@ -144,9 +144,9 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
                 return gr.skip(), gr.skip(), gr.skip()
             if place is not None:
                 return render_waiting(place, manager.max_sessions), "", key
-            hint = ("All places are in use right now: press the record button to join the line."
-                    if full else "Press the record button to start: the assistant watches and "
-                    "listens while the stream runs.")
+            hint = ("All places are in use right now: click “Record” to join the line."
+                    if full else "To start, click “Click to Access Webcam” on the video, then “Record”: "
+                    "the assistant watches and listens while the stream runs.")
             return render_captions_idle(), f"<div class='aura-statusbar'>{hint}</div>", key
         session, view = found
         if not str(seen).startswith(f"{session.session_id}:"):

@@ -4,10 +4,12 @@ Contract: ``build_review_tab(recordings_root)`` adds the tab's components and wi
 ``gr.Blocks()`` / ``gr.Tab`` context it is called in (gradio 5.50; auth is app-wide).
 All logic lives in ``Review``, plain methods the tests call without gradio:
 ``rows()``, ``open(rec_id)``, ``event_rows(events, kinds)``, ``jump_time(rows, index)``,
-``export(rec_id)``, ``delete(rec_id, confirmed)``. Ids go through ``app.recording.library.resolve``
+``export(rec_id)``, ``delete(rec_id, confirmed)``, and the testers' notes
+(app/recording/annotations.py): ``note_rows``, ``save_note`` (new or edit), ``delete_note``,
+``timeline``. Ids go through ``app.recording.library.resolve``
 (regex, no traversal, no links); files handed to the browser are renders and copies in the
 tab's own work folder, never a path built from input. Recording text (ASR, model replies,
-error messages) is shown as plain text cells or HTML-escaped in the timeline.
+error messages, notes) is shown as plain text cells or HTML-escaped in the timeline.
 """
 
 import html
@@ -16,11 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from app.recording import annotations as notes
 from app.recording import export as exporter
 from app.recording import library as cat
 
 HEADERS = ["recording", "started", "length", "questions", "replies", "proactive", "size", "status"]
 EVENT_HEADERS = ["t (s)", "event", "detail"]
+NOTE_HEADERS = ["#", "t (s)", "chunk", "note"]
 KINDS = {
     "decisions": {"step"},
     "replies": {"reply_start", "reply", "tts_audio", "barge_in"},
@@ -31,8 +35,14 @@ KINDS = {
 DEFAULT_KINDS = ["decisions", "replies", "questions", "errors"]
 JUMP_JS = """(t) => {
   const v = document.querySelector('#aura-review-video video');
-  if (v && t !== null && t !== undefined && !Number.isNaN(Number(t))) { v.currentTime = Number(t); }
+  const s = parseFloat(t);
+  if (v && Number.isFinite(s) && s >= 0) { v.currentTime = s; }
   return t;
+}"""
+
+PLAYER_TIME_JS = """() => {
+  const v = document.querySelector('#aura-review-video video');
+  return v ? v.currentTime.toFixed(2) : '';
 }"""
 
 
@@ -68,12 +78,21 @@ def describe(e: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in e.items() if k not in skip)
 
 
-def timeline_html(events: list[dict[str, Any]], duration_s: float) -> str:
+def timeline_html(events: list[dict[str, Any]], duration_s: float,
+                  annotations: list[notes.Annotation] = ()) -> str:
     """A strip of decisions (grey silent, orange speak; opacity follows 1 - p_silent) with
-    question and reply marks. Every recording-derived string is escaped."""
+    question and reply marks, and the testers' notes below. Every recording-derived string
+    (and every note) is escaped."""
     span = max(duration_s, 1e-3)
-    parts = ['<div class="aura-timeline" style="position:relative;height:46px;'
+    parts = ['<div class="aura-timeline" style="position:relative;height:66px;'
              'background:#f4f4f4;border-radius:4px;overflow:hidden">']
+    for a in annotations:
+        left = 100.0 * a.chunk_start_s / span
+        width = 100.0 * max(a.chunk_end_s - a.chunk_start_s, 0.0) / span
+        tip = html.escape(f"note #{a.n} at {a.t:.2f} s (chunk {a.chunk}): {a.label()}", quote=True)
+        parts.append(f'<div class="aura-note" title="{tip}" style="position:absolute;left:{left:.3f}%;'
+                     f'top:46px;width:max(14px,{width:.3f}%);height:18px;background:#7b3fbf;color:#fff;'
+                     f'font-size:11px;line-height:18px;overflow:hidden">#{a.n}</div>')
     for e in events:
         left = 100.0 * float(e["t"]) / span
         kind = e.get("type")
@@ -89,7 +108,8 @@ def timeline_html(events: list[dict[str, Any]], duration_s: float) -> str:
             parts.append(f'<div title="{tip}" style="position:absolute;left:{left:.3f}%;top:24px;'
                          f'width:4px;height:20px;background:{color}"></div>')
     parts.append("</div><div style='font-size:12px'>decisions: grey silent, orange speak "
-                 "(darker = lower p_silent); marks: blue question, green reply, red barge-in</div>")
+                 "(darker = lower p_silent); marks: blue question, green reply, red barge-in; "
+                 "purple: your notes, over the chunk each corrects</div>")
     return "".join(parts)
 
 
@@ -125,14 +145,46 @@ class Review:
         files = {"video": out / "preview.mp4", "captions": out / "captions.vtt"} if fresh \
             else exporter.preview(path, out)
         for name in ("mic.wav", "assistant.wav"):
-            if (path / name).is_file() and not (path / name).is_symlink():
+            (out / name).unlink(missing_ok=True)
+            # an empty track (no voice in a replay, AURA never spoke) is not handed over:
+            # the browser cannot decode a WAV without samples ("Unable to decode audio data")
+            if not (path / name).is_symlink() and cat.wav_duration_s(path / name) > 0:
                 shutil.copyfile(path / name, out / name)
         duration = cat.recording_duration_s(path, events)
         return {"error": None, "id": path.name, "video": files["video"], "captions": files["captions"],
                 "mic": out / "mic.wav" if (out / "mic.wav").is_file() else None,
                 "assistant": out / "assistant.wav" if (out / "assistant.wav").is_file() else None,
                 "summary": exporter.summary_text(path.name, events, cat.read_meta(path), duration),
-                "timeline": timeline_html(events, duration), "events": events}
+                "timeline": timeline_html(events, duration, notes.load(path)), "events": events,
+                "notes": self.note_rows(path.name)}
+
+    # --- notes (app/recording/annotations.py); each returns one line for the status box
+    def timeline(self, rec_id: str) -> str:
+        path = cat.resolve(self.root, rec_id)
+        events = cat.read_events(path / "events.jsonl")
+        return timeline_html(events, cat.recording_duration_s(path, events), notes.load(path))
+
+    def note_rows(self, rec_id: str) -> list[list[Any]]:
+        return [[a.n, a.t, a.chunk, a.label()] for a in notes.load(cat.resolve(self.root, rec_id))]
+
+    def save_note(self, rec_id: str, n: Any, at: Any, kind: str, text: str) -> str:
+        """A new note when ``n`` is empty, else a change to note ``n``."""
+        try:
+            path = cat.resolve(self.root, rec_id)
+            if n in (None, "", 0):
+                a = notes.add(path, at, kind, text)
+                return f"Added note #{a.n} on chunk {a.chunk}."
+            a = notes.edit(path, n, t_s=at, kind=kind, text=text)
+            return f"Saved note #{a.n} on chunk {a.chunk}."
+        except (cat.RecordingError, ValueError, OSError) as e:
+            return f"Note not saved: {e}"
+
+    def delete_note(self, rec_id: str, n: Any) -> str:
+        try:
+            a = notes.delete(cat.resolve(self.root, rec_id), n)
+        except (cat.RecordingError, ValueError, OSError) as e:
+            return f"Note not deleted: {e}"
+        return f"Deleted note #{a.n}."
 
     @staticmethod
     def event_rows(events: list[dict[str, Any]], kinds: list[str]) -> list[list[Any]]:
@@ -141,13 +193,14 @@ class Review:
                 for e in events if e.get("type") in wanted]
 
     @staticmethod
-    def jump_time(rows: list[list[Any]], index: int) -> float | None:
+    def jump_time(rows: list[list[Any]], index: int) -> str:
+        """The clicked row's time as the "Jump to (s)" box shows it ("" for no row)."""
         if not 0 <= index < len(rows):
-            return None
+            return ""
         try:
-            return float(rows[index][0])
+            return f"{float(rows[index][0]):g}"
         except (TypeError, ValueError):
-            return None
+            return ""
 
     def export(self, rec_id: str) -> Path:
         path = cat.resolve(self.root, rec_id)
@@ -178,22 +231,50 @@ def build_review_tab(recordings_root: Path) -> None:
 
     def open_one(rec_id, kinds):
         if not rec_id:
-            return (None, None, None, "", "", [], [], "Pick a recording.")
+            return (None, None, None, "", "", [], [], [], "Pick a recording.")
         try:
             got = review.open(rec_id)
         except (RuntimeError, OSError) as e:  # ffmpeg or disk trouble: say so in the tab
-            return (None, None, None, "", "", [], [], f"Cannot open {rec_id}: {e}")
+            return (None, None, None, "", "", [], [], [], f"Cannot open {rec_id}: {e}")
         if got["error"]:
-            return (None, None, None, "", "", [], [], got["error"])
-        return ((str(got["video"]), str(got["captions"])), got["mic"] and str(got["mic"]),
-                got["assistant"] and str(got["assistant"]), got["summary"], got["timeline"],
-                got["events"], review.event_rows(got["events"], kinds), "")
+            return (None, None, None, "", "", [], [], [], got["error"])
+        return ((str(got["video"]), str(got["captions"])), track(got["mic"], "Your microphone"),
+                track(got["assistant"], "AURA's voice"), got["summary"], got["timeline"],
+                got["events"], review.event_rows(got["events"], kinds), got["notes"], "")
+
+    def track(path, label):
+        if path is None:
+            return gr.update(value=None, label=f"{label} (nothing recorded)")
+        return gr.update(value=str(path), label=label)
 
     def export_one(rec_id):
         try:
             return str(review.export(rec_id)), ""
         except (cat.RecordingError, ValueError, RuntimeError, OSError) as e:
             return None, f"Export failed: {e}"
+
+    def after_note(rec_id, message):
+        """Notes table, timeline, status, and the note-number box cleared for a new note."""
+        try:
+            return review.note_rows(rec_id), review.timeline(rec_id), message, ""
+        except cat.RecordingError as e:
+            return [], "", str(e), ""
+
+    def save_note(rec_id, n, at, kind, text):
+        return after_note(rec_id, review.save_note(rec_id, str(n or "").strip(), at, kind, text))
+
+    def delete_note(rec_id, n):
+        return after_note(rec_id, review.delete_note(rec_id, str(n or "").strip() or None))
+
+    def pick_note(rec_id, rows, evt: gr.SelectData):
+        rows = rows.values.tolist() if hasattr(rows, "values") else rows
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        try:
+            n = int(rows[int(index)][0])
+            a = next(a for a in notes.load(cat.resolve(review.root, rec_id)) if a.n == n)
+        except (IndexError, TypeError, ValueError, StopIteration):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return str(a.n), f"{a.t:g}", a.kind, a.text
 
     def delete_one(rec_id, confirmed):
         message = review.delete(rec_id, confirmed)
@@ -220,13 +301,32 @@ def build_review_tab(recordings_root: Path) -> None:
         mic = gr.Audio(label="Your microphone", interactive=False, type="filepath")
         voice = gr.Audio(label="AURA's voice", interactive=False, type="filepath")
     timeline = gr.HTML()
+    with gr.Group(elem_id="aura-review-note-editor"):
+        gr.Markdown("**Notes**: mark what AURA should have done at a moment; each note belongs to "
+                    "the chunk it corrects. `launch.py finetune` learns from them.")
+        with gr.Row():
+            note_at = gr.Textbox(label="At (s)", placeholder="seconds", max_lines=1, scale=1)
+            here_btn = gr.Button("Use player time", scale=0)
+            note_kind = gr.Radio([(label, key) for key, label in notes.KINDS.items()], value="say",
+                                 label="AURA", scale=3)
+        note_text = gr.Textbox(label="Text (what AURA should have said)", max_lines=3,
+                               max_length=notes.MAX_TEXT)
+        with gr.Row():
+            note_n = gr.Textbox(label="Note # (empty: a new note)", max_lines=1, scale=1)
+            save_note_btn = gr.Button("Save note", variant="primary", scale=0)
+            new_note_btn = gr.Button("New note", scale=0)
+            delete_note_btn = gr.Button("Delete note", variant="stop", scale=0)
+        notes_table = gr.Dataframe(headers=NOTE_HEADERS, interactive=False, datatype="str", wrap=True,
+                                   label="Notes (click one to edit it)", elem_id="aura-review-notes")
     kinds = gr.CheckboxGroup(list(KINDS), value=DEFAULT_KINDS, label="Show events")
     events_state = gr.State([])
     events_table = gr.Dataframe(headers=EVENT_HEADERS, interactive=False, datatype="str",
                                 label="Events (click a row to jump there)", wrap=True,
                                 elem_id="aura-review-events")
     with gr.Row():
-        jump_t = gr.Number(label="Jump to (s)", value=None, scale=1)
+        # a Textbox, not a Number: gr.Number shows 0 while nothing is chosen
+        jump_t = gr.Textbox(label="Jump to (s)", value="", placeholder="seconds, e.g. 12.5",
+                            max_lines=1, scale=1)
         jump_btn = gr.Button("Jump", scale=0)
     with gr.Row():
         export_btn = gr.Button("Export zip", scale=0)
@@ -236,11 +336,17 @@ def build_review_tab(recordings_root: Path) -> None:
         delete_btn = gr.Button("Delete", variant="stop", scale=0)
 
     refresh_btn.click(refresh, None, [table, choice])
-    outputs = [video, mic, voice, summary, timeline, events_state, events_table, message]
+    outputs = [video, mic, voice, summary, timeline, events_state, events_table, notes_table, message]
     open_btn.click(open_one, [choice, kinds], outputs)
     choice.input(open_one, [choice, kinds], outputs)
     kinds.change(review.event_rows, [events_state, kinds], events_table)
     events_table.select(pick, [events_table], jump_t).then(None, [jump_t], None, js=JUMP_JS)
     jump_btn.click(None, [jump_t], None, js=JUMP_JS)
     export_btn.click(export_one, [choice], [download, message])
+    here_btn.click(None, None, note_at, js=PLAYER_TIME_JS)
+    note_out = [notes_table, timeline, message, note_n]
+    save_note_btn.click(save_note, [choice, note_n, note_at, note_kind, note_text], note_out)
+    delete_note_btn.click(delete_note, [choice, note_n], note_out)
+    new_note_btn.click(lambda: ("", ""), None, [note_n, note_text])
+    notes_table.select(pick_note, [choice, notes_table], [note_n, note_at, note_kind, note_text])
     delete_btn.click(delete_one, [choice, confirm], [table, choice, confirm, message])

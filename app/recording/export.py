@@ -3,7 +3,9 @@
 Contract: ``export(recording_dir, out_zip) -> Path`` writes a zip holding, under
 ``<id>/``: ``<id>.mp4`` (H.264 yuv420p video at the recorded frame times, AAC stereo: LEFT
 the user's microphone, RIGHT the assistant; the two caption tracks embedded as mov_text),
-``captions/user.srt|vtt`` and ``captions/assistant.srt|vtt``, ``events.jsonl``,
+``captions/user.srt|vtt`` and ``captions/assistant.srt|vtt`` (left out when that side never
+spoke, summary.md says so), ``events.jsonl``, ``annotations.jsonl`` (when there are notes, also
+listed in summary.md),
 ``meta.json`` and ``summary.md``. ``preview(recording_dir, out_dir)`` writes the same mp4
 without embedded text plus ``captions.vtt`` (both voices, "You:" / "AURA:") for a browser.
 A folder that is not a recording raises ``ValueError`` (one line); ffmpeg failing raises
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.recording import annotations
 from app.recording import library as cat
 from app.recording.regression import latency_summary, step_summary
 from speech.text import sanitize_text
@@ -225,13 +228,21 @@ def export(recording_dir: Path, out_zip: Path) -> Path:
         work = Path(tmp)
         texts = {}
         for who, cues in tracks.items():
+            if not cues:  # nobody spoke on this side: no empty caption files (summary.md says so)
+                continue
             texts[f"captions/{who}.srt"] = to_srt(cues)
             texts[f"captions/{who}.vtt"] = to_vtt(cues)
             (work / f"{who}.srt").write_text(texts[f"captions/{who}.srt"], encoding="utf-8")
         video = work / f"{rec_id}.mp4"
         subs = [(work / f"{who}.srt", who.capitalize()) for who, cues in tracks.items() if cues]
         render_mp4(rec, duration, video, subs)
-        texts["summary.md"] = summary_text(rec_id, events, meta, duration)
+        texts["summary.md"] = summary_text(rec_id, events, meta, duration) + "".join(
+            f"\nNo {who} captions: {'AURA' if who == 'assistant' else 'the user'} said nothing.\n"
+            for who, cues in tracks.items() if not cues)
+        notes = annotations.load(rec)  # the testers' notes (app/recording/annotations.py)
+        texts["summary.md"] += annotations.markdown(notes)
+        if notes:
+            texts["annotations.jsonl"] = "".join(map(annotations.to_line, notes))
         texts["meta.json"] = json.dumps(meta, indent=1, sort_keys=True)
         out_zip.parent.mkdir(parents=True, exist_ok=True)
         partial = out_zip.with_name(out_zip.name + ".part")

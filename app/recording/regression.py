@@ -8,7 +8,9 @@ Contract: ``compare(old_events, new_events) -> dict`` takes two ``events.jsonl``
 * ``replies``: replies aligned to the chunk whose step spoke them (the last speak step at
   or before ``reply_start``): text or ``proactive`` changed, or present on one side only;
 * ``latency``: per stage median/p90 old, new and delta in ms (``latency_summary``), plus
-  the step time (``step_summary``).
+  the step time (``step_summary``);
+* ``annotations`` (given the recording's notes): per note the recorded decision at its
+  chunk, the replay's, what was asked, and ``done`` (the replay does what the note asks).
 ``write_comparison(result, out_dir)`` writes ``comparison.json`` and ``comparison.md`` and
 returns their paths; ``format_markdown(result)`` is the human-readable text. Pure functions:
 no clock, no files except in ``write_comparison``.
@@ -90,7 +92,21 @@ def _decision(step: dict[str, Any]) -> dict[str, Any]:
             "question": step.get("question")}
 
 
-def compare(old_events: list[dict[str, Any]], new_events: list[dict[str, Any]]) -> dict[str, Any]:
+def annotated(old_events: list[dict[str, Any]], new_events: list[dict[str, Any]], notes) -> list[dict]:
+    """Per note (app/recording/annotations.py): the recorded decision at its chunk (the base),
+    the replay's, what was asked, and whether the replay does it."""
+    from app.recording.annotations import moment
+    rows = []
+    for a in notes:
+        base, new = moment(old_events, a.chunk), moment(new_events, a.chunk)
+        rows.append({"note": a.n, "t": a.t, "chunk": a.chunk, "kind": a.kind, "asked": a.label(),
+                     "base": base, "replay": new,
+                     "done": new["decision"] == ("silent" if a.kind == "silent" else "speak")})
+    return rows
+
+
+def compare(old_events: list[dict[str, Any]], new_events: list[dict[str, Any]],
+            notes=()) -> dict[str, Any]:
     old_steps, old_indexed = _steps_by_key(old_events)
     new_steps, new_indexed = _steps_by_key(new_events)
     changed, max_dp = [], 0.0
@@ -136,6 +152,7 @@ def compare(old_events: list[dict[str, Any]], new_events: list[dict[str, Any]]) 
                   "max_abs_p_silent_delta": round(max_dp, 6)},
         "replies": {"old": len(old_replies), "new": len(new_replies), "changed": reply_changes},
         "latency": latency,
+        "annotations": annotated(old_events, new_events, notes),
     }
 
 
@@ -163,6 +180,17 @@ def format_markdown(result: dict[str, Any]) -> str:
             old = "(none)" if c["old"] is None else json.dumps(c["old"]["text"], ensure_ascii=False)
             new = "(none)" if c["new"] is None else json.dumps(c["new"]["text"], ensure_ascii=False)
             lines.append(f"- chunk {c['chunk']}: {old} -> {new}")
+        lines.append("")
+    if result.get("annotations"):
+        def did(d: dict[str, Any]) -> str:
+            reply = f" {json.dumps(d['reply'], ensure_ascii=False)}" if d.get("reply") else ""
+            return f"{d.get('decision')}{reply}".replace("|", "\\|")
+        lines += ["## Annotated moments", "", "| note | t (s) | chunk | recorded (base) | replay | asked | decision as asked |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in result["annotations"]:
+            asked = json.dumps(a["asked"], ensure_ascii=False).replace("|", "\\|")
+            lines.append(f"| #{a['note']} | {a['t']} | {a['chunk']} | {did(a['base'])} | {did(a['replay'])} "
+                         f"| {asked} | {'yes' if a['done'] else 'no'} |")
         lines.append("")
     lines += ["## Latency (ms)", "", "| stage | recorded p50 | replay p50 | delta | recorded p90 | replay p90 | delta |",
               "|---|---|---|---|---|---|---|"]

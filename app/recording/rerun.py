@@ -13,6 +13,8 @@ same decisions:
   on the same chunk as in the recording;
 * user controls: the session's starting settings (``meta.json``) and the recorded
   ``setting`` events (proactive on/off) and ``reset`` events, applied at the same chunk.
+With an adapter (``config.engine.adapter``) the comparison also shows each annotated moment:
+what the recording's model did, what the replay does, and what the note asked for.
 What is not replayed: the assistant's voice (no playback, so no barge-ins and no
 first-audio latency) and the live timing of the worker threads.
 """
@@ -83,6 +85,7 @@ def _questions(events: list[dict], heard: list[tuple[float, str, float]]) -> tup
 def replay_recording(config: Config, rec_dir: Path, out_dir: Path,
                      progress: Callable[[str], None]) -> dict[str, Any]:
     from app.recording.media import read_chunks
+    from app.recording import annotations as notes
     from app.recording.library import read_events, read_meta
     from app.recording.regression import compare, write_comparison
     from model.vlm import AuraModel
@@ -96,8 +99,10 @@ def replay_recording(config: Config, rec_dir: Path, out_dir: Path,
     if not chunks:
         raise ValueError(f"{rec_dir}: the recording holds no video chunks to replay")
     progress(f"replaying {len(chunks)} chunks of {rec_dir.name}")
-    transcriber = load_transcriber(config.speech, progress)
-    questions, new = _questions(old, _retranscribe(config, rec_dir, transcriber))
+    # a recording without voice questions (a file replay, typed questions) needs no ASR
+    voiced = any(e.get("type") == "user" and e.get("source") == "voice" for e in old)
+    heard = _retranscribe(config, rec_dir, load_transcriber(config.speech, progress)) if voiced else []
+    questions, new = _questions(old, heard)
     controls = sorted((e for e in old if e.get("type") in ("setting", "reset")), key=lambda e: e["t"])
     proactive = bool(read_meta(rec_dir).get("session", {}).get("settings", {}).get("proactive", True))
     model = AuraModel.load(config.engine, progress)
@@ -124,7 +129,7 @@ def replay_recording(config: Config, rec_dir: Path, out_dir: Path,
     with open(out_dir / "events.jsonl", "w", encoding="utf-8") as f:
         for rec in new:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    result = compare(old, new)
+    result = compare(old, new, notes.load(rec_dir))
     paths = write_comparison(result, out_dir)
     progress(f"comparison written to {paths['markdown']}")
     return result

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import zipfile
 
+import numpy as np
 import pytest
 
 from app import events as ev
@@ -80,8 +81,8 @@ def test_event_rows_filter_and_jump(recorded, tmp_path):
     assert "p_silent=0.100" in rows[3][2] and "question: What is on the table?" in rows[3][2]
     both = Review.event_rows(events, ["decisions", "replies"])
     assert {r[1] for r in both} == {"step", "reply_start", "reply", "tts_audio", "barge_in"}
-    assert Review.jump_time(rows, 3) == rows[3][0] == 3.35
-    assert Review.jump_time(rows, 99) is None
+    assert Review.jump_time(rows, 3) == "3.35" and rows[3][0] == 3.35
+    assert Review.jump_time(rows, 99) == ""
     assert Review.event_rows(events, []) == []
 
 
@@ -119,3 +120,39 @@ def test_tab_builds_inside_blocks(recorded):
     assert "aura-review-video" in ids
     tables = [c for c in config["components"] if c.get("type") == "dataframe"]
     assert tables and recorded.path.name in str(tables[0]["props"]["value"])
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory):
+    """A replay-like recording: a typed question, silent steps, no microphone, no voice."""
+    story = [(0.5, ev.VideoChunk(0.5, 0.0, (np.full((48, 64, 3), 90, np.uint8),), 0)),
+             (0.55, ev.StepDecision(0.55, "silent", 0.9, 100, 30.0, 0, None)),
+             (0.8, ev.UserText(0.8, "anything new?", "typed")),
+             (1.0, ev.VideoChunk(1.0, 0.5, (np.full((48, 64, 3), 120, np.uint8),), 1)),
+             (1.05, ev.StepDecision(1.05, "silent", 0.8, 150, 30.0, 1, "anything new?")),
+             (2.0, ev.VideoChunk(2.0, 1.0, (np.full((48, 64, 3), 150, np.uint8),), 2)),
+             (2.05, ev.StepDecision(2.05, "silent", 0.95, 200, 30.0, 2, None))]
+    return record_story(tmp_path_factory.mktemp("quiet"), story, session_id="quiet")
+
+
+def test_empty_voice_tracks_are_not_handed_to_the_player(quiet, tmp_path):
+    """Guards against the page throwing "Unable to decode audio data" (issue 13 item 9): a
+    recording whose tracks hold no samples must not give the audio players a WAV."""
+    got = Review(quiet.root, tmp_path / "work").open(quiet.path.name)
+    assert got["error"] is None and got["video"].is_file()
+    assert got["mic"] is None and got["assistant"] is None
+    assert not (tmp_path / "work" / quiet.path.name / "assistant.wav").exists()
+
+
+def test_export_writes_no_empty_caption_file(quiet, tmp_path):
+    """Guards against an empty assistant.srt in the export (issue 13 item 9): a side that never
+    spoke gets no caption files, and summary.md says why."""
+    out = Review(quiet.root, tmp_path / "work").export(quiet.path.name)
+    rid = quiet.path.name
+    with zipfile.ZipFile(out) as z:
+        names = set(z.namelist())
+        summary = z.read(f"{rid}/summary.md").decode()
+        user_srt = z.read(f"{rid}/captions/user.srt").decode()
+    assert f"{rid}/captions/assistant.srt" not in names and f"{rid}/captions/assistant.vtt" not in names
+    assert "anything new?" in user_srt
+    assert "No assistant captions: AURA said nothing." in summary
