@@ -7,6 +7,9 @@ one from ``clock_factory``), its own view model and (unless recording is off) re
 ``config.app.max_sessions`` places are taken — nobody can join or take over another
 person's session, the id is never reused. ``get(id)`` returns ``(session, view)``,
 ``close(id)`` ends one (idempotent), ``close_all()`` ends every session at shutdown.
+``stop_admitting()`` makes ``open`` refuse (drain), ``live()`` lists the running sessions,
+``notify_all(source, message)`` shows each an ``ErrorEvent``; ``taps`` holds per-session
+listener factories (``tap(session_id) -> listener``, e.g. metrics).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import threading
 from typing import Any, Callable
 
 from app.config import Config
+from app.events import ErrorEvent
 from app.live import LiveSession
 from app.orchestrator import Settings
 from ui.view import SessionView
@@ -29,6 +33,9 @@ class SessionManager:
         self._recorder_factory = recorder_factory
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[LiveSession, SessionView, Any]] = {}
+        self._clocks: dict[str, Any] = {}
+        self._admitting = True
+        self.taps: list[Callable[[str], Callable]] = []   # per-session listener factories (metrics)
 
     @property
     def max_sessions(self) -> int:
@@ -41,7 +48,7 @@ class SessionManager:
 
     def open(self, io: Any) -> LiveSession | None:
         with self._lock:
-            if len(self._sessions) >= self._cfg.app.max_sessions:
+            if not self._admitting or len(self._sessions) >= self._cfg.app.max_sessions:
                 return None
             session_id = secrets.token_hex(4)
             while session_id in self._sessions:
@@ -50,7 +57,7 @@ class SessionManager:
         try:
             clock = getattr(io, "clock", None) or self._clock_factory()
             view = SessionView()
-            listeners: list = [view]
+            listeners: list = [view, *(tap(session_id) for tap in self.taps)]
             recorder = None
             if self._recorder_factory is not None:
                 recorder = self._recorder_factory(session_id, clock, view)
@@ -64,6 +71,7 @@ class SessionManager:
             raise
         with self._lock:
             self._sessions[session_id] = (session, view, recorder)
+            self._clocks[session_id] = clock
         return session
 
     def get(self, session_id: str | None) -> tuple[LiveSession, SessionView] | None:
@@ -74,12 +82,29 @@ class SessionManager:
     def close(self, session_id: str) -> None:
         with self._lock:
             entry = self._sessions.pop(session_id, None)
+            self._clocks.pop(session_id, None)
         if entry is None:
             return
         session, _view, recorder = entry
         session.close()
         if recorder is not None:
             recorder.close()
+
+    def stop_admitting(self) -> None:
+        """Shutting down: ``open`` refuses from now on."""
+        with self._lock:
+            self._admitting = False
+
+    def live(self) -> list[LiveSession]:
+        with self._lock:
+            return [v[0] for v in self._sessions.values() if v is not None]
+
+    def notify_all(self, source: str, message: str) -> None:
+        """Show every live session one line (an ``ErrorEvent``, not fatal), e.g. "closing"."""
+        with self._lock:
+            targets = [(v[0], self._clocks[k]) for k, v in self._sessions.items() if v is not None]
+        for session, clock in targets:
+            session.post(ErrorEvent(clock.now(), source, message))
 
     def close_all(self) -> None:
         with self._lock:

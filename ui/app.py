@@ -189,12 +189,15 @@ def render_captions_idle() -> str:
             "say and what AURA answers.</div></div>")
 
 
-def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None) -> None:
-    """Serve until interrupted (blocks)."""
+def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None,
+              routes: list | None = None, block: bool = True) -> None:
+    """Serve until interrupted (blocks), or start and return with ``block=False``.
+    ``routes`` (Starlette routes, e.g. /healthz) come before Gradio's own and skip its login."""
     app = config.app
     auth = tuple(app.auth.split(":", 1)) if app.auth else None
     demo.queue(default_concurrency_limit=None)
     demo.launch(server_name=app.host, server_port=app.port, share=app.share, auth=auth,
                 ssl_certfile=app.ssl_certfile or None, ssl_keyfile=app.ssl_keyfile or None,
                 ssl_verify=False if app.ssl_certfile else True, show_api=False,
-                allowed_paths=allowed_paths or [], inbrowser=False)
+                allowed_paths=allowed_paths or [], inbrowser=False,
+                app_kwargs={"routes": list(routes or [])}, prevent_thread_lock=not block)
