@@ -137,6 +137,7 @@ def _serve(runtime: Any, config: Config, banner: str) -> int:
     finally:
         manager.close_all()
         demo.close(verbose=False)
+        signals.cancel_exit()
     return 0
 
 

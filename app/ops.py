@@ -128,6 +128,7 @@ class Signals:
         self.stop = threading.Event()
         self.hurry = threading.Event()
         self._exit_after_s = exit_after_s
+        self._timer: threading.Timer | None = None
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -139,6 +140,11 @@ class Signals:
             return
         if not self.hurry.is_set():
             self.hurry.set()
-            timer = threading.Timer(self._exit_after_s, os._exit, args=(128 + signum,))
-            timer.daemon = True
-            timer.start()
+            self._timer = threading.Timer(self._exit_after_s, os._exit, args=(128 + signum,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel_exit(self) -> None:
+        """Closing finished in time: the forced exit is not needed."""
+        if self._timer is not None:
+            self._timer.cancel()
