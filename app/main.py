@@ -60,7 +60,8 @@ def recorder_factory(config: Config, metrics: Any = None):
                 "asr_model": config.speech.asr_model, "tts": config.speech.tts,
                 "seed": config.engine.seed, "temperature": config.engine.temperature,
                 "settings": {"hands_free": app.hands_free, "proactive": app.proactive, "voice": app.voice},
-                "started": datetime.datetime.now().isoformat(timespec="seconds")}
+                "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                "instance": f"{socket.gethostname()}:{app.port}"}   # which one, behind a proxy
         on_error = view
         if metrics is not None:
             def on_error(event: Any) -> None:

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from app.ops import queued as waiting
 from app.events import ErrorEvent, Latency, ReplyEnded, ReplyStarted, StepDecision, VideoChunk
 from app.recording.library import dir_size
 from app.recording.regression import LATENCY_STAGES
@@ -49,7 +50,7 @@ class Metrics:
         live = Gauge("aura_sessions_live", "Sessions running now", registry=r)
         live.set_function(lambda: self._sessions.count if self._sessions is not None else 0)
         queued = Gauge("aura_sessions_queued", "Visitors waiting in line for a place", registry=r)
-        queued.set_function(lambda: getattr(self._sessions, "queued", 0))
+        queued.set_function(lambda: waiting(self._sessions))
         self.step = Histogram("aura_chunk_step_seconds", "Engine time of one chunk step (to its "
                               "silent/speak decision)", buckets=_LATENCY_BUCKETS, registry=r)
         self.question_ttft = Histogram("aura_question_first_token_seconds", "Engine time from the "

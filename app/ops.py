@@ -5,7 +5,8 @@ Contract:
   ``SessionManager`` (``count``, ``max_sessions``, ``stop_admitting()``, ``live()``, ``notify_all()``,
   ``close_all()``).
 * ``readiness() -> (ok, reason)``: ready only when the models are loaded (``mark_loaded``),
-  the app is not draining, and a session place is free. The reason is one short line.
+  the app is not draining, and a session place is free (not promised to someone waiting
+  in line). The reason is one short line.
 * ``routes()``: Starlette routes ``GET /healthz``, ``GET /readyz`` (no login; counts only)
   and, when metrics are on, ``GET /metrics`` (HTTP Basic with the ``--auth`` login unless
   ``metrics_public``).
@@ -36,6 +37,12 @@ HURRY_EXIT_S = 3.0
 POLL_S = 0.05
 
 
+def queued(sessions: Any) -> int:
+    """Visitors waiting in line (0 for a manager without a line; a property or a method)."""
+    value = getattr(sessions, "queued", 0)
+    return int(value() if callable(value) else value)
+
+
 class Ops:
     def __init__(self, sessions: Any, metrics: Any = None, auth: str = "", metrics_public: bool = False) -> None:
         self._sessions = sessions
@@ -58,9 +65,9 @@ class Ops:
             return False, "models loading"
         if self._draining.is_set():
             return False, "draining: the app is shutting down"
-        used, limit = self._sessions.count, self._sessions.max_sessions
-        if used >= limit:
-            return False, f"full: {used} of {limit} session places in use"
+        used, limit, waiting = self._sessions.count, self._sessions.max_sessions, queued(self._sessions)
+        if used + waiting >= limit:     # the waiting line gets free places first
+            return False, f"full: {used} of {limit} session places in use, {waiting} waiting"
         return True, f"ready: {used} of {limit} session places in use"
 
     def routes(self) -> list[Any]:
@@ -74,7 +81,7 @@ class Ops:
             ok, reason = self.readiness()
             body = {"ready": ok, "reason": reason, "sessions": self._sessions.count,
                     "max_sessions": self._sessions.max_sessions,
-                    "queued": getattr(self._sessions, "queued", 0)}
+                    "queued": queued(self._sessions)}
             return Response(json.dumps(body) + "\n", status_code=200 if ok else 503,
                             media_type="application/json", headers={"Cache-Control": "no-store"})
 
