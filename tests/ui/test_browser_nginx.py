@@ -272,6 +272,21 @@ def test_three_visitors_two_instances_one_drain(cluster, browser, tmp_path):
         v4 = Visitor(browser, url)
         visitors.append(v4)
         assert v4.instance == waiting_at.addr
+
+        # Ctrl-C twice on the last instance: out at once, its live recording still readable
+        r3 = _wait_recording_for(rec, waiting_at.addr, {r1, r2}, 5)
+        t0 = time.monotonic()
+        waiting_at.proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        waiting_at.proc.send_signal(signal.SIGINT)
+        rc = waiting_at.proc.wait(30)
+        print(f"two signals: exit {rc} after {time.monotonic() - t0:.1f} s")
+        assert rc in (0, 128 + signal.SIGINT) and time.monotonic() - t0 < 15
+        import av
+        events = read_events(rec / r3 / "events.jsonl")
+        assert any(e["type"] == "step" for e in events)
+        with av.open(str(rec / r3 / "video.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) > 0
     finally:
         for v in visitors:
             v.leave()
