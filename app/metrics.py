@@ -68,7 +68,8 @@ class Metrics:
         self.errors = Counter("aura_errors_total", "Error events by source", ["source"], registry=r)
         self.replies = Counter("aura_replies_total", "Replies by kind", ["kind"], registry=r)
         self._lock = threading.Lock()
-        self._recordings: dict[Path, int] = {}     # path -> last size seen (kept once deleted)
+        self._recordings: dict[Path, int] = {}     # path -> last size seen
+        self._recordings_gone = 0
         r.register(_Collected(self._recording_bytes, gpu_memory))
 
     def watch_sessions(self, sessions: Any) -> None:
@@ -87,10 +88,12 @@ class Metrics:
 
     def _recording_bytes(self) -> int:
         with self._lock:
-            for path in self._recordings:
-                if path.is_dir():        # a folder removed by retention keeps its last size
+            for path in list(self._recordings):
+                if path.is_dir():
                     self._recordings[path] = max(self._recordings[path], dir_size(path))
-            return sum(self._recordings.values())
+                else:                    # removed by retention: its last size stays counted
+                    self._recordings_gone += self._recordings.pop(path)
+            return self._recordings_gone + sum(self._recordings.values())
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
