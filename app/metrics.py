@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from app.ops import queued as waiting
 from app.events import ErrorEvent, Latency, ReplyEnded, ReplyStarted, StepDecision, VideoChunk
+from app.ops import queued as waiting
 from app.recording.library import dir_size
 from app.recording.regression import LATENCY_STAGES
 
