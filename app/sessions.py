@@ -1,27 +1,76 @@
-"""The session manager: admits up to ``max_sessions`` live sessions and keeps them apart.
+"""The session manager: admits up to ``max_sessions`` live sessions, keeps them apart, and
+lines up the visitors who find every place taken.
 
 Contract: ``SessionManager(runtime, config, clock_factory, recorder_factory=None)``.
-``open(io)`` starts a new ``LiveSession`` on transport ``io`` with a fresh random id, the
-transport's clock (``io.clock``, so device timestamps and stream time agree; else a new
-one from ``clock_factory``), its own view model and (unless recording is off) recorder, or returns ``None`` when all
-``config.app.max_sessions`` places are taken — nobody can join or take over another
-person's session, the id is never reused. ``get(id)`` returns ``(session, view)``,
-``close(id)`` ends one (idempotent), ``close_all()`` ends every session at shutdown.
-``stop_admitting()`` makes ``open`` refuse (drain), ``live()`` lists the running sessions,
-``notify_all(source, message)`` shows each an ``ErrorEvent``; ``taps`` holds per-session
-listener factories (``tap(session_id) -> listener``, e.g. metrics).
+- ``open(io, ticket=None)`` starts a new ``LiveSession`` on transport ``io`` with a fresh
+  random id, the transport's clock (``io.clock``; else one from ``clock_factory``), its own
+  view model and (unless recording is off) recorder, or returns ``None`` when no place is
+  free for it. Nobody can join or take over another person's session; ids are never reused.
+- With a ``ticket`` (any hashable, one per visitor) a refused visitor joins the waiting
+  line; calling ``open`` again with the same ticket admits it once a place is free for it,
+  in arrival order. ``position(ticket)`` is its place in line (1 = next; None when not
+  waiting), ``leave(ticket)`` drops it (a page that went away), ``queued()`` is the line's
+  length and ``count`` the live sessions (both public, for metrics). Without a ticket a
+  caller never jumps the line.
+- ``get(id)`` returns ``(session, view)``, ``close(id)`` ends one (idempotent) and frees its
+  place at once, ``close_all()`` ends every session at shutdown.
+- ``stop_admitting()`` makes ``open`` refuse everyone from now on (drain), ``live()`` lists
+  the running sessions, ``notify_all(source, message)`` shows each an ``ErrorEvent``;
+  ``taps`` holds per-session listener factories (``tap(session_id) -> listener``, metrics).
 """
 from __future__ import annotations
 
 import secrets
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from app.config import Config
 from app.events import ErrorEvent
 from app.live import LiveSession
 from app.orchestrator import Settings
 from ui.view import SessionView
+
+
+class Line:
+    """Places and the waiting line, bookkeeping only (the caller holds the lock).
+
+    - ``take(ticket)``: True when the ticket gets a place now; else it waits in the line
+      (joining at the end on first call). ``ticket=None`` never waits and never jumps it.
+    - A waiting ticket at index i gets a place once more than i places are free, so the
+      line moves in arrival order and one stale ticket ahead cannot hold up the others.
+    """
+
+    def __init__(self, places: int) -> None:
+        self.places = places
+        self.taken = 0
+        self._waiting: list[Hashable] = []
+
+    def take(self, ticket: Hashable | None) -> bool:
+        free = self.places - self.taken
+        if ticket is None:
+            ok = free > len(self._waiting)
+        else:
+            if ticket not in self._waiting:
+                self._waiting.append(ticket)
+            ok = self._waiting.index(ticket) < free
+            if ok:
+                self._waiting.remove(ticket)
+        if ok:
+            self.taken += 1
+        return ok
+
+    def give_back(self) -> None:
+        self.taken = max(0, self.taken - 1)
+
+    def leave(self, ticket: Hashable) -> None:
+        if ticket in self._waiting:
+            self._waiting.remove(ticket)
+
+    def position(self, ticket: Hashable) -> int | None:
+        return self._waiting.index(ticket) + 1 if ticket in self._waiting else None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
 
 
 class SessionManager:
@@ -32,6 +81,7 @@ class SessionManager:
         self._clock_factory = clock_factory
         self._recorder_factory = recorder_factory
         self._lock = threading.Lock()
+        self._line = Line(config.app.max_sessions)
         self._sessions: dict[str, tuple[LiveSession, SessionView, Any]] = {}
         self._clocks: dict[str, Any] = {}
         self._admitting = True
@@ -43,12 +93,26 @@ class SessionManager:
 
     @property
     def count(self) -> int:
+        """Live sessions (places taken)."""
         with self._lock:
-            return len(self._sessions)
+            return self._line.taken
 
-    def open(self, io: Any) -> LiveSession | None:
+    def queued(self) -> int:
+        """Visitors waiting for a place."""
         with self._lock:
-            if not self._admitting or len(self._sessions) >= self._cfg.app.max_sessions:
+            return len(self._line)
+
+    def position(self, ticket: Hashable) -> int | None:
+        with self._lock:
+            return self._line.position(ticket)
+
+    def leave(self, ticket: Hashable) -> None:
+        with self._lock:
+            self._line.leave(ticket)
+
+    def open(self, io: Any, ticket: Hashable | None = None) -> LiveSession | None:
+        with self._lock:
+            if not self._admitting or not self._line.take(ticket):
                 return None
             session_id = secrets.token_hex(4)
             while session_id in self._sessions:
@@ -68,6 +132,7 @@ class SessionManager:
         except BaseException:
             with self._lock:
                 self._sessions.pop(session_id, None)
+                self._line.give_back()
             raise
         with self._lock:
             self._sessions[session_id] = (session, view, recorder)
@@ -83,6 +148,10 @@ class SessionManager:
         with self._lock:
             entry = self._sessions.pop(session_id, None)
             self._clocks.pop(session_id, None)
+            if entry is not None:
+                # the place is free as soon as the session is out of the table; the
+                # session's own shutdown (threads, recorder) follows outside the lock
+                self._line.give_back()
         if entry is None:
             return
         session, _view, recorder = entry

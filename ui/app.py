@@ -10,12 +10,15 @@ which escapes it.
 """
 from __future__ import annotations
 
+import asyncio
 import html
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REFRESH_S = 0.25
+WAITING_MAX = 16        # connections beyond --max-sessions that may wait in line
 TALK, DONE_TALKING = "Talk (push-to-talk)", "Done talking"
 
 # Shown when the page cannot use camera/microphone (plain HTTP on a LAN address, no API,
@@ -34,8 +37,8 @@ HEAD_JS = """
   function check() {
     if (!window.isSecureContext || !navigator.mediaDevices) {
       banner('Camera and microphone are blocked: browsers allow them only on https:// pages or on ' +
-             'http://localhost. Start AURA Live with --ssl-certfile and --ssl-keyfile, or reach it ' +
-             'through an SSH tunnel to localhost.');
+             'http://localhost. Start AURA Live with --host 0.0.0.0 --ssl-certfile and --ssl-keyfile ' +
+             '(see Troubleshooting in the README).');
       return;
     }
     if (navigator.permissions && navigator.permissions.query) {
@@ -58,6 +61,31 @@ HEAD_JS = """
 </script>
 """
 
+# A closing page hangs up its WebRTC connections itself, so the server hears of it at once
+# (DTLS close alert) instead of ~30 s later when WebRTC's consent checks fail; ui/presence.py
+# covers pages that vanish without a word (crash, lost network).
+LEAVE_JS = """
+<script>
+(function () {
+  var Native = window.RTCPeerConnection;
+  if (!Native || Native.__auraTracked) return;
+  var open = [];
+  function Tracked(config) {
+    var pc = new Native(config);
+    open.push(pc);
+    return pc;
+  }
+  Tracked.prototype = Native.prototype;
+  Tracked.__auraTracked = true;
+  Object.setPrototypeOf(Tracked, Native);
+  window.RTCPeerConnection = Tracked;
+  window.addEventListener('pagehide', function () {
+    open.forEach(function (pc) { try { pc.close(); } catch (e) {} });
+    open = [];
+  });
+})();
+</script>
+"""
 
 # FastRTC mirrors the local preview with a ``flip`` class; unticking "Mirror" cancels it.
 MIRROR_JS = "(on) => { document.getElementById('aura-webrtc').classList.toggle('aura-no-mirror', !on); }"
@@ -71,6 +99,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
              review_builder: Callable[[], None] | None = None) -> Any:
     import gradio as gr
     from fastrtc import WebRTC
+    from ui.presence import Sweeper
     from ui.view import render_captions, render_status
 
     def lookup(webrtc_id: Any):
@@ -81,18 +110,17 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
     def refresh(webrtc_id, presenter, seen):
         found, handler = lookup(webrtc_id)
         if found is None:
-            if getattr(handler, "refused", False) or (webrtc_id and manager.count >= manager.max_sessions):
-                n = manager.max_sessions
-                msg = (f"AURA Live is busy: it serves {n} session{'s' if n != 1 else ''} at a time and "
-                       "all are in use. Please try again in a minute. (Nobody can see or join "
-                       "another person's session.)")
-                return (f"<div class='aura-captions'><div class='aura-busy'>{html.escape(msg)}</div></div>",
-                        "", "busy")
-            key = "idle"
+            place = handler.place_in_line() if handler is not None else None
+            full = manager.count >= manager.max_sessions
+            key = f"wait:{place}" if place is not None else f"idle:{full}"
             if seen == key:
                 return gr.skip(), gr.skip(), gr.skip()
-            return (render_captions_idle(), "<div class='aura-statusbar'>Press the record button to "
-                    "start: the assistant watches and listens while the stream runs.</div>", key)
+            if place is not None:
+                return render_waiting(place, manager.max_sessions), "", key
+            hint = ("All places are in use right now: press the record button to join the line."
+                    if full else "Press the record button to start: the assistant watches and "
+                    "listens while the stream runs.")
+            return render_captions_idle(), f"<div class='aura-statusbar'>{hint}</div>", key
         session, view = found
         state = view.state()
         key = f"{session.session_id}:{state.version}:{bool(presenter)}"
@@ -132,7 +160,7 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
         return DONE_TALKING if pressed else TALK
 
     app_cfg = config.app
-    with gr.Blocks(title="AURA Live", css=_css(), head=HEAD_JS, analytics_enabled=False) as demo:
+    with gr.Blocks(title="AURA Live", css=_css(), head=HEAD_JS + LEAVE_JS, analytics_enabled=False) as demo:
         gr.HTML("<h1 class='aura-title'>AURA Live</h1><p class='aura-sub'>A live assistant that watches "
                 "your camera, listens, answers out loud, and speaks up when something you asked about "
                 "happens.</p>")
@@ -168,8 +196,12 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
             with gr.Tab("Review"):
                 review_builder()
 
+        # one limit, the app's: FastRTC takes the waiting visitors' connections too, and the
+        # SessionManager decides who has a place (in arrival order)
         webrtc.stream(fn=handler_cls(), inputs=[webrtc], outputs=[webrtc],
-                      concurrency_limit=app_cfg.max_sessions, time_limit=None)
+                      concurrency_limit=app_cfg.max_sessions + WAITING_MAX, time_limit=None)
+        # a closed tab frees its place within seconds (ui/presence.py), not WebRTC's ~30 s
+        Sweeper(lambda: dict(webrtc.handlers), lambda conn_id: _drop(webrtc, conn_id), time.monotonic).start()
         timer = gr.Timer(REFRESH_S)
         timer.tick(refresh, inputs=[webrtc, presenter, seen], outputs=[captions, status, seen],
                    show_progress="hidden", queue=False)
@@ -184,6 +216,26 @@ def build_ui(manager: Any, config: Any, banner: str, handler_cls: type,
     return demo
 
 
+def _drop(webrtc: Any, conn_id: str) -> None:
+    """A page is gone: free its place (or spot in line) now, then close its
+    WebRTC connection on FastRTC's event loop (FastRTC then cleans up as usual)."""
+    handler = webrtc.handlers.get(conn_id)
+    if handler is None:
+        return
+    handler.disconnect()
+    pc, loop = webrtc.pcs.get(conn_id), getattr(handler, "_loop", None)
+    if pc is not None and loop is not None and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(pc.close(), loop)
+
+
+def render_waiting(place: int, places: int) -> str:
+    """The one message a visitor sees while every place is taken (plain text, escaped)."""
+    msg = (f"AURA Live is busy: all {places} place{'s are' if places != 1 else ' is'} in use. You are "
+           f"number {place} in line and will join automatically as soon as a place frees; keep "
+           "this page open. (Nobody can see or join another person's session.)")
+    return f"<div class='aura-captions'><div class='aura-busy' role='status'>{html.escape(msg)}</div></div>"
+
+
 def render_captions_idle() -> str:
     return ("<div class='aura-captions'><div class='aura-cap aura-empty'>Captions appear here: what you "
             "say and what AURA answers.</div></div>")
@@ -193,7 +245,9 @@ def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None,
               routes: list | None = None, block: bool = True) -> None:
     """Serve until interrupted (blocks), or start and return with ``block=False``.
     ``routes`` (Starlette routes, e.g. /healthz) come before Gradio's own and skip its login."""
+    from ui.ice import restrict_media
     app = config.app
+    restrict_media(app.host)        # WebRTC media on the served addresses only (ui/ice.py)
     auth = tuple(app.auth.split(":", 1)) if app.auth else None
     demo.queue(default_concurrency_limit=None)
     demo.launch(server_name=app.host, server_port=app.port, share=app.share, auth=auth,

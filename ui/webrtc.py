@@ -6,12 +6,14 @@ the newest camera frame, ``on_audio(rate, pcm)`` re-blocks the microphone to 16 
 assistant's voice in 20 ms frames and pace them a little ahead of real time so a barge-in
 flush is heard within ~``LEAD_S``. ``AuraStreamHandler`` is the FastRTC audio-video handler
 (one copy per connection): it opens a session through the ``SessionManager`` when the
-connection starts, feeds it, emits the voice, echoes the camera back for display and
-closes the session when the connection ends. The browser's own echo cancellation is on
-(FastRTC's default track constraints).
+connection starts (or waits in the manager's line, in arrival order, and opens it as soon as
+a place frees), feeds it, emits the voice, echoes the camera back for display and closes
+the session when the connection ends or ``disconnect()`` says its page is gone. The
+browser's own echo cancellation is on (FastRTC's default track constraints).
 """
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import deque
@@ -110,31 +112,48 @@ def make_handler(manager: Any, clock_factory: Any, reblocker: Any, resample: Any
                              input_sample_rate=16_000, fps=15)
             self.io = BrowserIO(clock_factory(), reblocker, resample)
             self.session_id: str | None = None
-            self.refused = False
+            self.ticket = secrets.token_hex(8)      # this connection's place in the line
+            self.gone = False
+            self.opened_s = time.monotonic()        # the offer (ui/presence.py reads these two)
+            self.heard_s: float | None = None       # the last microphone frame
             self._open_lock = threading.Lock()
 
         def copy(self) -> "AuraStreamHandler":
             return AuraStreamHandler()
 
         def _ensure_session(self) -> None:
-            if self.io.session is not None or self.refused:
+            # called for every frame: while the visitor waits, each call asks again
+            if self.io.session is not None or self.gone:
                 return
             with self._open_lock:
-                if self.io.session is None and not self.refused:
-                    session = manager.open(self.io)
-                    if session is None:
-                        self.refused = True
-                    else:
+                if self.io.session is None and not self.gone:
+                    session = manager.open(self.io, ticket=self.ticket)
+                    if session is not None:
                         self.session_id = session.session_id
                         self.io.session = session
 
+        def place_in_line(self) -> int | None:
+            """1 = next to join; None when not waiting."""
+            return None if self.io.session is not None else manager.position(self.ticket)
+
+        def disconnect(self) -> None:
+            """The page is gone: free the place or the spot in line now."""
+            with self._open_lock:
+                self.gone = True
+                session_id, self.session_id = self.session_id, None
+                self.io.session = None
+            manager.leave(self.ticket)
+            if session_id is not None:      # (closing joins the session's thread: not under the lock)
+                manager.close(session_id)
+
         def receive(self, frame: tuple[int, np.ndarray]) -> None:
+            self.heard_s = time.monotonic()
             self._ensure_session()
             rate, pcm = frame
             self.io.on_audio(rate, pcm)
 
         def video_receive(self, frame: np.ndarray) -> None:
-            self._ensure_session()
+            # (FastRTC calls this on its event loop: the session is opened from receive())
             self.io.on_video(frame)
 
         def video_emit(self) -> np.ndarray:
@@ -155,9 +174,6 @@ def make_handler(manager: Any, clock_factory: Any, reblocker: Any, resample: Any
             return OUT_RATE, item[1].reshape(1, -1)
 
         def shutdown(self) -> None:
-            if self.session_id is not None:
-                manager.close(self.session_id)
-                self.session_id = None
-                self.io.session = None
+            self.disconnect()
 
     return AuraStreamHandler

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ui.harness import make_media, wait_text
+
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,18 +58,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
-    if not shutil.which("ffmpeg") or not shutil.which("espeak-ng") or not Path(CHROMIUM).exists():
-        pytest.skip("needs ffmpeg, espeak-ng and chromium")
-    d = tmp_path_factory.mktemp("browser-media")
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc=size=320x240:rate=10", "-t", "6", "-pix_fmt", "yuv420p", str(d / "cam.y4m")],
-                   check=True)
-    subprocess.run(["espeak-ng", "-w", str(d / "q.wav"), "What is on the table?"], check=True)
-    subprocess.run(["sox", "-q", "-n", "-r", "22050", "-c", "1", str(d / "sil.wav"), "trim", "0", "1.5"], check=True)
-    # the question, then 9 s of quiet (Chromium loops the file)
-    subprocess.run(["sox", "-q", str(d / "sil.wav"), str(d / "q.wav"), *[str(d / "sil.wav")] * 6,
-                    "-r", "48000", "-c", "1", str(d / "mic.wav")], check=True)
-    return {"cam": d / "cam.y4m", "mic": d / "mic.wav"}
+    return make_media(tmp_path_factory.mktemp("browser-media"))
 
 
 @pytest.fixture(scope="module")
@@ -147,15 +138,7 @@ def _start_stream(page, url: str) -> None:
     page.get_by_label("start stream").click(timeout=20_000)
 
 
-def _wait_for(page, selector: str, predicate, timeout_s: float) -> str:
-    text = ""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        text = page.inner_text(selector)
-        if predicate(text):
-            return text
-        time.sleep(0.5)
-    return text
+_wait_for = wait_text
 
 
 def test_spoken_question_in_the_browser(server, browser, tmp_path):
