@@ -138,7 +138,7 @@ def _serve(runtime: Any, config: Config, banner: str) -> int:
     finally:
         manager.close_all()
         demo.close(verbose=False)
-        signals.cancel_exit()
+        signals.closed()       # after a second signal: exit here, at once
     return 0
 
 

@@ -10,6 +10,7 @@ import base64
 import json
 import signal
 import threading
+import time
 from dataclasses import dataclass, replace
 
 import pytest
@@ -181,15 +182,35 @@ def test_drain_lets_replies_finish_but_not_longer_than_drain_s():
     assert took < 2.0 and sessions.closed
 
 
-def test_second_signal_hurries_and_arms_the_exit():
-    """Guards Ctrl-C twice: the first asks for a drain, the second must hurry it (and arm the
-    forced exit), never the other way round."""
-    signals = Signals(exit_after_s=3600)
-    signals._on_signal(signal.SIGTERM, None)
-    assert signals.stop.is_set() and not signals.hurry.is_set()
-    signals._on_signal(signal.SIGINT, None)
-    assert signals.hurry.is_set()
-    signals.cancel_exit()
+SIGNAL_CHILD = """
+import os, signal, sys, time
+from app.ops import Signals
+signals = Signals(exit_after_s=0.5)
+signals.install()
+os.kill(os.getpid(), signal.SIGTERM)
+assert signals.stop.wait(2) and not signals.hurry.is_set()
+print("draining", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+assert signals.hurry.wait(2)
+if sys.argv[1] == "hang":
+    time.sleep(30)           # closing hangs: the watchdog must end the process
+signals.closed()             # closed in time: out at once, code 0
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("case, code", [("hang", 128 + signal.SIGTERM), ("closed", 0)])
+def test_second_signal_exits_at_once(case, code):
+    """Guards Ctrl-C twice: the first only asks for a drain; after the second the process
+    ends at once when closing is done (0), or by the watchdog if closing hangs (128+sig)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", SIGNAL_CHILD, case], capture_output=True, text=True,
+                       timeout=25, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == code, r.stderr
+    assert "draining" in r.stdout and time.monotonic() - t0 < 10
 
 
 def test_flags_reach_the_config():

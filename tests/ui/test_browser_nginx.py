@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.test_browser import CHROMIUM, MEDIA_ARGS, QUIET_ARGS, _free_port, media  # noqa: F401
+from tests.ui.harness import chromium, free_port, make_media
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,11 +115,11 @@ def cluster(tmp_path_factory):
     shared = base / "recordings"
     (base / "nginx").mkdir()
     # one after the other: the first builds the offline preset's tiny models into .cache
-    a = Instance(_free_port(), shared, base / "a.log")
+    a = Instance(free_port(), shared, base / "a.log")
     a.wait_ready(420)
-    b = Instance(_free_port(), shared, base / "b.log")
+    b = Instance(free_port(), shared, base / "b.log")
     b.wait_ready(240)
-    port = _free_port()
+    port = free_port()
     conf = nginx_config((a.addr, b.addr), port, base / "nginx")
     nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(base / "nginx")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -143,12 +143,11 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(media):  # noqa: F811
+def browser(tmp_path_factory):
     from playwright.sync_api import sync_playwright
+    media = make_media(tmp_path_factory.mktemp("media"))
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            *QUIET_ARGS, *MEDIA_ARGS, f"--use-file-for-fake-video-capture={media['cam']}",
-            f"--use-file-for-fake-audio-capture={media['mic']}"])
+        b = chromium(p, media)
         yield b
         b.close()
 
@@ -281,7 +280,9 @@ def test_three_visitors_two_instances_one_drain(cluster, browser, tmp_path):
         waiting_at.proc.send_signal(signal.SIGINT)
         rc = waiting_at.proc.wait(30)
         print(f"two signals: exit {rc} after {time.monotonic() - t0:.1f} s")
-        assert rc in (0, 128 + signal.SIGINT) and time.monotonic() - t0 < 15
+        # 0: closed in time; 130: the watchdog's forced exit; -2: the signal arrived during
+        # Python's own teardown (handlers reset to the default), after every recording closed
+        assert rc in (0, 128 + signal.SIGINT, -signal.SIGINT) and time.monotonic() - t0 < 15
         import av
         events = read_events(rec / r3 / "events.jsonl")
         assert any(e["type"] == "step" for e in events)
