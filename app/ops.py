@@ -12,8 +12,9 @@ Contract:
   ``metrics_public``).
 * ``drain(drain_s, notice, hurry, clock)``: stop admitting (readiness -> 503), tell every live
   session that the app is closing, wait until no session is answering (status thinking or
-  speaking) or ``drain_s`` passed or ``hurry`` is set, then close every session (and so
-  its recording) through the manager. Returns the seconds it took.
+  speaking; at least ``NOTICE_S`` so pages show the notice) or ``drain_s`` passed or
+  ``hurry`` is set, then close every session (and so its recording) through the manager.
+  Returns the seconds it took.
 * ``Signals``: the first SIGTERM/SIGINT sets ``stop``, the second sets ``hurry`` and arms a
   watchdog that exits the process after ``HURRY_EXIT_S`` if closing still hangs (recordings
   are flushed every quarter second, so a forced exit loses at most that much);
@@ -36,6 +37,7 @@ CLOSING_MESSAGE = ("AURA Live is shutting down for maintenance: the current repl
                    "session ends and its recording is saved. Reload the page in a minute to start again.")
 ANSWERING = ("thinking", "speaking")
 HURRY_EXIT_S = 3.0
+NOTICE_S = 0.5
 POLL_S = 0.05
 
 
@@ -120,8 +122,9 @@ class Ops:
         live = self._sessions.live()
         progress(f"draining: {len(live)} session(s); replies may finish for up to {drain_s:g} s")
         self._sessions.notify_all("server", CLOSING_MESSAGE)
+        # at least NOTICE_S so open pages can show the notice (they refresh every 0.25 s)
         while live and now() - start < drain_s and not hurry.is_set():
-            if not any(s.snapshot().status in ANSWERING for s in live):
+            if now() - start >= NOTICE_S and not any(s.snapshot().status in ANSWERING for s in live):
                 break
             hurry.wait(POLL_S)
         self._sessions.close_all()

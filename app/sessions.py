@@ -169,11 +169,16 @@ class SessionManager:
             return [v[0] for v in self._sessions.values() if v is not None]
 
     def notify_all(self, source: str, message: str) -> None:
-        """Show every live session one line (an ``ErrorEvent``, not fatal), e.g. "closing"."""
+        """Show every live session one line (an ``ErrorEvent``, not fatal), e.g. "closing".
+        Handed straight to its view and recorder (both take events from any thread), so it
+        is shown and recorded even when the session is closed right after."""
         with self._lock:
-            targets = [(v[0], self._clocks[k]) for k, v in self._sessions.items() if v is not None]
-        for session, clock in targets:
-            session.post(ErrorEvent(clock.now(), source, message))
+            targets = [(v, self._clocks[k]) for k, v in self._sessions.items() if v is not None]
+        for (_session, view, recorder), clock in targets:
+            event = ErrorEvent(clock.now(), source, message)
+            view(event)
+            if recorder is not None:
+                recorder.handle(event)
 
     def close_all(self) -> None:
         with self._lock:
