@@ -3,7 +3,10 @@
 #   docker build -t aura-live .
 #   docker run --gpus all --network host -v aura-cache:/cache -v "$PWD/recordings:/recordings" aura-live
 # (see docs/deploy.md; compose.yaml runs two instances behind nginx)
-FROM nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
+# BASE: any Debian/Ubuntu image with Python >= 3.11 in apt works (a CPU-only one for the
+# offline preset, e.g. --build-arg BASE=debian:bookworm-slim); torch's wheels bring CUDA.
+ARG BASE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
+FROM ${BASE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
