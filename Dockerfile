@@ -46,5 +46,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30m \
     CMD curl -fsS "http://127.0.0.1:${AURA_APP_PORT:-7860}/healthz" || exit 1
 # SIGTERM drains: replies finish (up to --drain-s), recordings close, exit 0
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["python", "launch.py", "--host", "0.0.0.0", "--recordings-dir", "/recordings"]
+# (the cache folders are made at start: a fresh bind mount or volume is empty)
+ENTRYPOINT ["sh", "-c", "mkdir -p /cache/aura && exec python launch.py --host 0.0.0.0 --recordings-dir /recordings \"$@\"", "aura-live"]
 CMD []
