@@ -42,6 +42,7 @@ RUN mkdir -p /cache /recordings && ln -s /cache/aura /app/.cache
 VOLUME ["/cache", "/recordings"]
 EXPOSE 7860
 # readiness is 503 while full or draining; liveness is what a container health check wants
+# (set the port with AURA_APP_PORT, not --port, so that this check finds it)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30m \
     CMD curl -fsS "http://127.0.0.1:${AURA_APP_PORT:-7860}/healthz" || exit 1
 # SIGTERM drains: replies finish (up to --drain-s), recordings close, exit 0

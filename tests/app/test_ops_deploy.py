@@ -45,6 +45,6 @@ def test_container_files_point_at_what_exists():
     services = compose["services"]
     assert any("./deploy/nginx.conf:" in v for v in services["nginx"]["volumes"])
     for name in ("aura-a", "aura-b"):
-        port = services[name]["command"][services[name]["command"].index("--port") + 1]
+        port = services[name]["environment"]["AURA_APP_PORT"]   # the health check reads it
         assert f"server 127.0.0.1:{port} " in conf and f'"127.0.0.1:{port}"' in conf
         assert "/recordings" in " ".join(services[name]["volumes"])
