@@ -64,6 +64,9 @@ APP_FLAGS: list[tuple[str, str, str, dict]] = [
     ("--no-voice", "app", "voice", dict(action="store_false", default=None, help="captions only, no spoken replies")),
     ("--no-record", "app", "record", dict(action="store_false", default=None, help="do not record sessions")),
     ("--recordings-dir", "app", "recordings_dir", dict(metavar="DIR", help="where recordings go (default ./recordings)")),
+    ("--metrics", "app", "metrics", dict(choices=["on", "off"], help="Prometheus metrics at GET /metrics (default on)")),
+    ("--metrics-public", "app", "metrics_public", dict(action="store_true", default=None, help="with --auth: serve /metrics without the login")),
+    ("--drain-s", "app", "drain_s", dict(type=float, metavar="SECONDS", help="on SIGTERM or Ctrl-C: stop admitting, let replies finish this long, close every recording (default 10)")),
 ]
 CONFIG_FLAGS = MODEL_FLAGS + SPEECH_FLAGS + APP_FLAGS
 

@@ -36,6 +36,7 @@ _SYSTEM_TEST = {
     "pulseaudio": lambda: shutil.which("pulseaudio"),
     "pulseaudio-utils": lambda: shutil.which("pactl"),
     "libasound2-plugins": lambda: glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so"),
+    "nginx": lambda: shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"),  # scale-out test
 }
 
 

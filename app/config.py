@@ -182,6 +182,9 @@ class AppConfig:
     record: bool = True
     recordings_dir: str = "recordings"
     recordings_max_gb: float = 20.0
+    metrics: bool = True                  # GET /metrics (Prometheus)
+    metrics_public: bool = False          # with auth set: /metrics without the login
+    drain_s: float = 10.0                 # on SIGTERM/Ctrl-C: how long replies may finish
 
     def __post_init__(self) -> None:
         s = "app"
@@ -199,6 +202,7 @@ class AppConfig:
         if not self.recordings_dir.strip():
             _fail(s, "recordings_dir", "must not be empty")
         _check_range(s, "recordings_max_gb", self.recordings_max_gb, 0.01, 100_000)
+        _check_range(s, "drain_s", self.drain_s, 0.0, 3600.0)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ preset, check what can fail fast (TLS files, a free port) before any model loads
 models with progress on stderr, then serve until Ctrl-C. Anything wrong at start-up is
 ``ValueError``/``LoadError`` -> one line on stderr and exit code 2 (the launcher prints
 it). Sessions are recorded under ``app.recordings_dir`` unless ``app.record`` is off.
+The browser app serves /healthz, /readyz and /metrics (app/ops.py, app/metrics.py); the
+first SIGTERM/Ctrl-C drains (readiness 503, replies finish up to ``app.drain_s``, every
+recording closed) and exits 0, a second one hurries.
 """
 from __future__ import annotations
 
@@ -43,8 +46,9 @@ def check_files(config: Config) -> None:
             raise ValueError(f"{flag}: no such file: {value}")
 
 
-def recorder_factory(config: Config):
-    """Make each session's recorder; its errors show in that session's UI."""
+def recorder_factory(config: Config, metrics: Any = None):
+    """Make each session's recorder; its errors show in that session's UI (and count in
+    the metrics, whose byte counter watches the folder)."""
     if not config.app.record:
         return None
     from app.recording.recorder import Recorder
@@ -57,8 +61,17 @@ def recorder_factory(config: Config):
                 "asr_model": config.speech.asr_model, "tts": config.speech.tts,
                 "seed": config.engine.seed, "temperature": config.engine.temperature,
                 "settings": {"hands_free": app.hands_free, "proactive": app.proactive, "voice": app.voice},
-                "started": datetime.datetime.now().isoformat(timespec="seconds")}
-        return Recorder.open(root, session_id, meta, clock, view, max_gb=config.app.recordings_max_gb)
+                "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                "instance": f"{socket.gethostname()}:{app.port}"}   # which one, behind a proxy
+        on_error = view
+        if metrics is not None:
+            def on_error(event: Any) -> None:
+                view(event)
+                metrics.count_error(event)
+        recorder = Recorder.open(root, session_id, meta, clock, on_error, max_gb=config.app.recordings_max_gb)
+        if metrics is not None:
+            metrics.watch_recording(recorder.path)
+        return recorder
     return make
 
 
@@ -83,10 +96,13 @@ def run_app(config: Config) -> int:
         runtime.close()
 
 
-def _manager(runtime: Any, config: Config) -> Any:
+def _manager(runtime: Any, config: Config, metrics: Any = None) -> Any:
     from app.clock import MonotonicClock
     from app.sessions import SessionManager
-    return SessionManager(runtime, config, MonotonicClock, recorder_factory(config))
+    manager = SessionManager(runtime, config, MonotonicClock, recorder_factory(config, metrics))
+    if metrics is not None:
+        manager.taps.append(metrics.tap)
+    return manager
 
 
 def _serve(runtime: Any, config: Config, banner: str) -> int:
@@ -95,18 +111,35 @@ def _serve(runtime: Any, config: Config, banner: str) -> int:
     from ui.review import build_review_tab
     from ui.webrtc import make_handler
     from app.clock import MonotonicClock
-    manager = _manager(runtime, config)
+    from app.ops import Ops, Signals
+    app = config.app
+    signals = Signals()
+    signals.install()        # first SIGTERM/Ctrl-C drains, a second hurries
+    metrics = None
+    if app.metrics:
+        from app.metrics import Metrics
+        metrics = Metrics()
+    manager = _manager(runtime, config, metrics)
+    if metrics is not None:
+        metrics.watch_sessions(manager)
+    ops = Ops(manager, metrics, app.auth, app.metrics_public)
     handler_cls = make_handler(manager, MonotonicClock, Reblocker, resample)
-    root = Path(config.app.recordings_dir)
-    review = (lambda: build_review_tab(root)) if config.app.record or root.is_dir() else None
+    root = Path(app.recordings_dir)
+    review = (lambda: build_review_tab(root)) if app.record or root.is_dir() else None
     demo = build_ui(manager, config, banner, handler_cls, review)
-    scheme = "https" if config.app.ssl_certfile else "http"
-    progress(f"open {scheme}://{'localhost' if config.app.host in ('127.0.0.1', '::1') else config.app.host}"
-             f":{config.app.port} in a browser (Ctrl-C stops)")
+    scheme = "https" if app.ssl_certfile else "http"
     try:
-        launch_ui(demo, config, allowed_paths=[str(root.resolve())])
+        launch_ui(demo, config, allowed_paths=[str(root.resolve())], routes=ops.routes(), block=False)
+        ops.mark_loaded()
+        progress(f"open {scheme}://{'localhost' if app.host in ('127.0.0.1', '::1') else app.host}"
+                 f":{app.port} in a browser (Ctrl-C stops; health at /healthz, /readyz)")
+        while not signals.stop.wait(0.5):
+            pass
+        ops.drain(app.drain_s, signals.hurry, progress=progress)
     finally:
         manager.close_all()
+        demo.close(verbose=False)
+        signals.closed()       # after a second signal: exit here, at once
     return 0
 
 

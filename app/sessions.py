@@ -14,6 +14,9 @@ Contract: ``SessionManager(runtime, config, clock_factory, recorder_factory=None
   caller never jumps the line.
 - ``get(id)`` returns ``(session, view)``, ``close(id)`` ends one (idempotent) and frees its
   place at once, ``close_all()`` ends every session at shutdown.
+- ``stop_admitting()`` makes ``open`` refuse everyone from now on (drain), ``live()`` lists
+  the running sessions, ``notify_all(source, message)`` shows each an ``ErrorEvent``;
+  ``taps`` holds per-session listener factories (``tap(session_id) -> listener``, metrics).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import threading
 from typing import Any, Callable, Hashable
 
 from app.config import Config
+from app.events import ErrorEvent
 from app.live import LiveSession
 from app.orchestrator import Settings
 from ui.view import SessionView
@@ -79,6 +83,9 @@ class SessionManager:
         self._lock = threading.Lock()
         self._line = Line(config.app.max_sessions)
         self._sessions: dict[str, tuple[LiveSession, SessionView, Any]] = {}
+        self._clocks: dict[str, Any] = {}
+        self._admitting = True
+        self.taps: list[Callable[[str], Callable]] = []   # per-session listener factories (metrics)
 
     @property
     def max_sessions(self) -> int:
@@ -105,7 +112,7 @@ class SessionManager:
 
     def open(self, io: Any, ticket: Hashable | None = None) -> LiveSession | None:
         with self._lock:
-            if not self._line.take(ticket):
+            if not self._admitting or not self._line.take(ticket):
                 return None
             session_id = secrets.token_hex(4)
             while session_id in self._sessions:
@@ -114,7 +121,7 @@ class SessionManager:
         try:
             clock = getattr(io, "clock", None) or self._clock_factory()
             view = SessionView()
-            listeners: list = [view]
+            listeners: list = [view, *(tap(session_id) for tap in self.taps)]
             recorder = None
             if self._recorder_factory is not None:
                 recorder = self._recorder_factory(session_id, clock, view)
@@ -129,6 +136,7 @@ class SessionManager:
             raise
         with self._lock:
             self._sessions[session_id] = (session, view, recorder)
+            self._clocks[session_id] = clock
         return session
 
     def get(self, session_id: str | None) -> tuple[LiveSession, SessionView] | None:
@@ -139,6 +147,7 @@ class SessionManager:
     def close(self, session_id: str) -> None:
         with self._lock:
             entry = self._sessions.pop(session_id, None)
+            self._clocks.pop(session_id, None)
             if entry is not None:
                 # the place is free as soon as the session is out of the table; the
                 # session's own shutdown (threads, recorder) follows outside the lock
@@ -149,6 +158,27 @@ class SessionManager:
         session.close()
         if recorder is not None:
             recorder.close()
+
+    def stop_admitting(self) -> None:
+        """Shutting down: ``open`` refuses from now on."""
+        with self._lock:
+            self._admitting = False
+
+    def live(self) -> list[LiveSession]:
+        with self._lock:
+            return [v[0] for v in self._sessions.values() if v is not None]
+
+    def notify_all(self, source: str, message: str) -> None:
+        """Show every live session one line (an ``ErrorEvent``, not fatal), e.g. "closing".
+        Handed straight to its view and recorder (both take events from any thread), so it
+        is shown and recorded even when the session is closed right after."""
+        with self._lock:
+            targets = [(v, self._clocks[k]) for k, v in self._sessions.items() if v is not None]
+        for (_session, view, recorder), clock in targets:
+            event = ErrorEvent(clock.now(), source, message)
+            view(event)
+            if recorder is not None:
+                recorder.handle(event)
 
     def close_all(self) -> None:
         with self._lock:

@@ -310,9 +310,12 @@ def quiet_console() -> None:
         noisy.addFilter(_DropUnknownIce())
 
 
-def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None) -> None:
-    """Serve until interrupted (blocks). Gradio's own console advice is off (quiet): it
-    names ``share=True``, our users pass ``--share``; a public URL is still printed."""
+def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None,
+              routes: list | None = None, block: bool = True) -> None:
+    """Serve until interrupted (blocks), or start and return with ``block=False``.
+    ``routes`` (Starlette routes, e.g. /healthz) come before Gradio's own and skip its login.
+    Gradio's own console advice is off (quiet): it names ``share=True``, our users pass
+    ``--share``; a public URL is still printed."""
     from ui.ice import restrict_media
     app = config.app
     restrict_media(app.host)        # WebRTC media on the served addresses only (ui/ice.py)
@@ -324,4 +327,5 @@ def launch_ui(demo: Any, config: Any, allowed_paths: list[str] | None = None) ->
     demo.launch(server_name=app.host, server_port=app.port, share=app.share, auth=auth,
                 ssl_certfile=app.ssl_certfile or None, ssl_keyfile=app.ssl_keyfile or None,
                 ssl_verify=False if app.ssl_certfile else True, show_api=False,
-                allowed_paths=allowed_paths or [], inbrowser=False, quiet=True)
+                allowed_paths=allowed_paths or [], inbrowser=False, quiet=True,
+                app_kwargs={"routes": list(routes or [])}, prevent_thread_lock=not block)
