@@ -4,9 +4,10 @@ Contract: ``apply_preset(config, cache_dir, progress) -> (config, banner)``. For
 ``app.preset == "offline"`` it uses the tiny AURA trained here on the colour world and
 shipped in ``assets/aura-tiny-colours`` (model/train/, docs/training.md) at the pixel
 budget it was trained at, and builds (once, atomically, under ``cache_dir/offline``) a
-tiny random Whisper with speech/tiny.py; the voice is espeak-ng and proactive remarks are
-on (the model alerts when a colour it was asked about appears). The banner says what the
-model knows. The preset wins over model settings given elsewhere. ``offline_engine`` is
+tiny random Whisper with speech/tiny.py; the voice is espeak-ng. Proactive remarks keep
+the app's default (on; ``--no-proactive`` turns them off), so the model can speak up when
+a colour it was asked about appears. The banner says what the model knows. The preset
+wins over model settings given elsewhere. ``offline_engine`` is
 the engine part alone (replay needs no speech models). Without a preset the config is
 returned unchanged with an empty banner.
 """
@@ -81,6 +82,5 @@ def apply_preset(config: Config, cache_dir: Path, progress: Callable[[str], None
     _vlm_dir, whisper_dir = offline_models(cache_dir, progress)
     config = replace(config,
                      engine=offline_engine(config.engine, cache_dir, progress),
-                     speech=replace(config.speech, asr_model=str(whisper_dir), tts="espeak"),
-                     app=replace(config.app, proactive=True))
+                     speech=replace(config.speech, asr_model=str(whisper_dir), tts="espeak"))
     return config, OFFLINE_BANNER

@@ -66,3 +66,17 @@ def test_the_offline_engine_is_the_shipped_model_at_its_pixel_budget():
     assert eng.model == str(TRAINED_VLM) and eng.max_pixels == MAX_PIXELS == 8192
     assert (TRAINED_VLM / "model.safetensors").stat().st_size < 5_000_000
     assert "trained here on coloured backgrounds" in OFFLINE_BANNER
+
+
+def test_the_offline_preset_keeps_proactive_remarks_on_unless_asked_off(tmp_path, monkeypatch):
+    """The trained model's alerts need proactive remarks: on by default in the preset, and
+    an explicit --no-proactive still wins (the old preset forced them off)."""
+    from dataclasses import replace
+    import app.presets as presets
+    from app.config import build_config
+    monkeypatch.setattr(presets, "offline_models", lambda cache, progress: (presets.TRAINED_VLM, tmp_path))
+    cfg = build_config({"app": {"preset": "offline"}, "engine": {"device": "cpu"}})
+    on, banner = presets.apply_preset(cfg, tmp_path, lambda _m: None)
+    assert on.app.proactive and on.speech.tts == "espeak" and banner == presets.OFFLINE_BANNER
+    off, _ = presets.apply_preset(replace(cfg, app=replace(cfg.app, proactive=False)), tmp_path, lambda _m: None)
+    assert not off.app.proactive
