@@ -1,13 +1,15 @@
 """Presets: named bundles of settings. Today one: ``offline``.
 
 Contract: ``apply_preset(config, cache_dir, progress) -> (config, banner)``. For
-``app.preset == "offline"`` it builds (once, atomically, under ``cache_dir/offline``) a tiny
-random AURA checkpoint with model/tiny.py and a tiny Whisper with speech/tiny.py, and
-returns a config that uses them with the espeak-ng voice, plus a banner saying that the
-answers are meaningless. The tiny AURA is built to always speak, and proactive remarks
-start off: a question always gets an answer and the assistant does not babble on its own
-(tick "Proactive remarks" to see it speak up every second). The preset wins over model settings given elsewhere. Without a
-preset the config is returned unchanged with an empty banner.
+``app.preset == "offline"`` it uses the tiny AURA trained here on the colour world and
+shipped in ``assets/aura-tiny-colours`` (model/train/, docs/training.md) at the pixel
+budget it was trained at, and builds (once, atomically, under ``cache_dir/offline``) a
+tiny random Whisper with speech/tiny.py; the voice is espeak-ng. Proactive remarks keep
+the app's default (on; ``--no-proactive`` turns them off), so the model can speak up when
+a colour it was asked about appears. The banner says what the model knows. The preset
+wins over model settings given elsewhere. ``offline_engine`` is
+the engine part alone (replay needs no speech models). Without a preset the config is
+returned unchanged with an empty banner.
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from typing import Callable
 
 from app.config import Config
 
-OFFLINE_BANNER = ("Offline preset: tiny RANDOM models built on this machine are running, so the "
-                  "assistant's answers are meaningless. Everything else is real: camera, microphone, "
-                  "voice detection, captions, the espeak-ng voice, recording.")
-TINY_SEED = 0
+OFFLINE_BANNER = ("Offline preset: a tiny model trained here on coloured backgrounds is running. It "
+                  "knows one thing: type \"What colour is the background?\", or \"Tell me when the "
+                  "background turns blue.\" and it speaks up when it does. The speech recogniser is a "
+                  "tiny RANDOM model, so type your questions. Everything else is real: camera, "
+                  "microphone, captions, the espeak-ng voice, recording.")
+TRAINED_VLM = Path(__file__).resolve().parents[1] / "assets" / "aura-tiny-colours"
 
 
 def _build_once(target: Path, build: Callable[[Path], object], progress: Callable[[str], None],
@@ -50,12 +54,17 @@ def _build_once(target: Path, build: Callable[[Path], object], progress: Callabl
 
 
 def offline_vlm(cache_dir: Path, progress: Callable[[str], None]) -> Path:
-    """The tiny AURA dir alone (replay needs no speech models), built if missing."""
-    from model import tiny as tiny_vlm
-    vlm_dir = cache_dir / "offline" / "aura-tiny-talkative"
-    _build_once(vlm_dir, lambda d: tiny_vlm.build(d, seed=TINY_SEED, silent_fraction=0.0), progress,
-                "the tiny AURA model")
-    return vlm_dir
+    """The shipped trained tiny AURA (``python -m model.train`` rebuilds it)."""
+    if not (TRAINED_VLM / "model.safetensors").is_file():
+        raise ValueError(f"the offline preset's model is missing from {TRAINED_VLM}; rebuild it with "
+                         f"`python -m model.train {TRAINED_VLM}` (docs/training.md)")
+    return TRAINED_VLM
+
+
+def offline_engine(engine, cache_dir: Path, progress: Callable[[str], None]):
+    """``engine`` (an ``EngineConfig``) set to the trained tiny AURA at its pixel budget."""
+    from model.train.checkpoint import MAX_PIXELS
+    return replace(engine, model=str(offline_vlm(cache_dir, progress)), max_pixels=MAX_PIXELS)
 
 
 def offline_models(cache_dir: Path, progress: Callable[[str], None]) -> tuple[Path, Path]:
@@ -70,9 +79,8 @@ def offline_models(cache_dir: Path, progress: Callable[[str], None]) -> tuple[Pa
 def apply_preset(config: Config, cache_dir: Path, progress: Callable[[str], None]) -> tuple[Config, str]:
     if config.app.preset != "offline":
         return config, ""
-    vlm_dir, whisper_dir = offline_models(cache_dir, progress)
+    _vlm_dir, whisper_dir = offline_models(cache_dir, progress)
     config = replace(config,
-                     engine=replace(config.engine, model=str(vlm_dir)),
-                     speech=replace(config.speech, asr_model=str(whisper_dir), tts="espeak"),
-                     app=replace(config.app, proactive=False))
+                     engine=offline_engine(config.engine, cache_dir, progress),
+                     speech=replace(config.speech, asr_model=str(whisper_dir), tts="espeak"))
     return config, OFFLINE_BANNER

@@ -17,7 +17,7 @@ Output, one JSON object per line (``t`` = stream seconds, ``type``), built with
 recordings folder that cannot be created, an ``--out`` that cannot be written or a model
 that cannot load is one line on stderr and exit code 2; an engine failure mid-stream ends
 the output with an ``error`` line (and one on stderr), exit code 1. ``--preset offline``
-uses the app's tiny checkpoint (app/presets.py, built once under the cache folder).
+uses the app's offline model at its pixel budget (app/presets.py ``offline_engine``).
 ``--record DIR`` also records the run like a live session (app/recording/recorder.py: the chunks the
 model saw, user/step/reply events; no microphone or voice, so those tracks are empty) into
 ``DIR/<time>-replay/``, for the Review tab, export and ``replay RECORDING_DIR``.
@@ -217,8 +217,9 @@ def main(cfg, video: str, asks: list[str], out: str | None, dump_context: bool,
         return 2
     from model.vlm import AuraModel, ModelLoadError
     if cfg.app.preset == "offline":
-        from app.presets import offline_vlm
-        cfg = _with_model(cfg, str(offline_vlm(cache_dir, say)))
+        from dataclasses import replace
+        from app.presets import offline_engine
+        cfg = replace(cfg, engine=offline_engine(cfg.engine, cache_dir, say))
     try:
         model = AuraModel.load(cfg.engine, progress=say)
     except ModelLoadError as e:
@@ -273,8 +274,3 @@ def _close_out(sink: IO[str], out: str | None) -> None:
 def _chain(first: VideoFrame, rest: Iterator[VideoFrame]) -> Iterator[VideoFrame]:
     yield first
     yield from rest
-
-
-def _with_model(cfg, model: str):
-    from dataclasses import replace
-    return replace(cfg, engine=replace(cfg.engine, model=model))

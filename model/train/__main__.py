@@ -25,6 +25,8 @@ def parse(argv):
     ap.add_argument("--loss", choices=("balanced", "ce"), default="balanced")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    ap.add_argument("--start-level", type=float, default=0.0,
+                    help="curriculum level to start at, 0..1 (1: long streams from the first step)")
     return ap.parse_args(argv)
 
 
@@ -52,20 +54,22 @@ def run(args) -> Path:
     def grid_of(frames):
         _, h, w = prep.grid_for(*frames[0].shape[:2])
         return h // merge, w // merge
-    source = Curriculum(layout, grid_of, cfg.steps, cfg.batch, cfg.seed, args.loss)
+    source = Curriculum(layout, grid_of, cfg.steps, cfg.batch, cfg.seed, args.loss,
+                        start_level=args.start_level)
     losses = train(hf, prep, source, cfg, stderr_progress, state_dir=out)
     checkpoint.save(hf, out)
     (out / "train_state.pt").unlink(missing_ok=True)
     (out / "aura_train.json").write_text(json.dumps(
         {"recipe": "python -m model.train", "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
-         "seed": cfg.seed, "loss": args.loss, "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
+         "seed": cfg.seed, "loss": args.loss, "start_level": args.start_level, "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
     return out
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    if args.steps < 1 or args.batch < 1 or not args.lr > 0 or args.threads < 1:
-        print("error: --steps, --batch, --threads must be >= 1 and --lr > 0", file=sys.stderr)
+    if args.steps < 1 or args.batch < 1 or not args.lr > 0 or args.threads < 1 or not 0 <= args.start_level <= 1:
+        print("error: --steps, --batch, --threads must be >= 1, --lr > 0, --start-level in [0, 1]",
+              file=sys.stderr)
         return 2
     if args.out_dir.exists() and not args.out_dir.is_dir():
         print(f"error: {args.out_dir} exists and is not a directory", file=sys.stderr)

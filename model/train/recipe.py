@@ -7,6 +7,7 @@ Contract: ``Curriculum(layout, grid_of, steps, batch, seed, loss)`` is a callabl
 the event soon after the question; the stream length and the question-to-event gap grow
 linearly to ``MAX_STREAM_S`` / ``MAX_GAP_S`` over the first ``RAMP`` of the steps, so the
 later batches cover window cuts (N + N' = 45 s) and QA-window history.
+``start_level`` (0..1) starts the ramp part-way (continuing a trained model).
 ``KIND_MIX`` is the share of each episode kind.
 """
 from __future__ import annotations
@@ -24,12 +25,12 @@ RAMP = 0.6
 
 class Curriculum:
     def __init__(self, layout, grid_of, steps: int, batch: int, seed: int = 0, loss: str = "balanced",
-                 windows: Windows = Windows()):
+                 windows: Windows = Windows(), start_level: float = 0.0):
         self.layout, self.grid_of, self.steps, self.batch = layout, grid_of, steps, batch
-        self.seed, self.loss, self.windows = seed, loss, windows
+        self.seed, self.loss, self.windows, self.start_level = seed, loss, windows, start_level
 
     def level(self, step: int) -> float:
-        return min(1.0, step / max(1.0, RAMP * self.steps))
+        return min(1.0, self.start_level + step / max(1.0, RAMP * self.steps))
 
     def __call__(self, step: int) -> list:
         rng = np.random.default_rng([self.seed, step])

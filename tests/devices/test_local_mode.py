@@ -39,7 +39,7 @@ def test_local_devices_answer_a_spoken_question(pulse_room, camera_file, speech_
     out = tmp_path / "app.log"
     with open(out, "w") as log:
         app = subprocess.Popen([sys.executable, "-u", "launch.py", "--preset", "offline", "--local-devices",
-                                "--camera", str(camera_file), "--mic", "pulse", "--speaker", "pulse",
+                                "--camera", str(camera_file), "--mic", "pulse", "--speaker", "pulse", "--no-proactive",
                                 "--recordings-dir", str(tmp_path / "rec")],
                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     try:
@@ -57,7 +57,7 @@ def test_local_devices_answer_a_spoken_question(pulse_room, camera_file, speech_
                 break
         text = out.read_text()
         assert "] you: " in text and "AURA: " in text, text[-3000:]
-        assert "AURA (noticed)" not in text, "proactive remarks are off in the offline preset"
+        assert "AURA (noticed)" not in text, "--no-proactive: nothing is said unasked"
         # the camera vanishes (its file is cut under the reader, as an unplugged webcam
         # fails): one clear line in the terminal, the app keeps running
         os.truncate(camera_file, 0)

@@ -250,13 +250,13 @@ def test_nothing_is_served_without_the_login(server):
 
 
 def test_presenter_view_mirror_and_the_offline_banner(server, browser, tmp_path):
-    """The offline preset says on the page that its answers are meaningless; the presenter
+    """The offline preset says on the page what its trained tiny model knows; the presenter
     view switches the captions to the large layout (and back); "Mirror my video" flips the
     preview."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         _start_stream(page, server["url"])
-        assert "meaningless" in page.inner_text(".aura-banner")
+        assert "trained here on coloured backgrounds" in page.inner_text(".aura-banner")
         assert "last step" in _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
         assert page.locator("#aura-captions .aura-presenter").count() == 0
         page.get_by_label("Presenter view (large captions)").check()
