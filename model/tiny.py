@@ -17,11 +17,11 @@ logit plus ``SPREAD`` x (that signal - a threshold) at decision positions (6 bel
 top inside replies), and ``<|im_end|>`` likewise at reply positions. Two more runs of the
 shaped model set the thresholds so about ``SILENT_FRACTION`` of decisions are silent and
 a reply ends with chance ``END_PER_TOKEN`` per token. ``silent_fraction=0`` builds a model
-that (practically) always speaks: the offline preset uses it with proactive remarks off,
-so a question always gets an answer (a meaningless one) and nothing else is said. Structural specials get a logit near
--30. Honest caveat: the random model's states depend on context structure (time since a
-cut, window size) more than on frames, so the silent/speak mix varies with the window
-settings (measured: 6 s/3 s windows about half silent; 30 s/15 s mostly silent). Tests use
+that (practically) always speaks (the pipeline tests use it: a question always gets an
+answer, a meaningless one). Structural specials, and tokens with nothing printable (lone
+control or partial UTF-8 bytes, which the app strips), get a logit near -30. Honest
+caveat: the random model's states depend on context structure (time since a cut, window
+size) more than on frames, so the silent/speak mix varies with the window settings (measured: 6 s/3 s windows about half silent; 30 s/15 s mostly silent). Tests use
 seeded frames and assert that the paths they need actually occurred.
 
 ``silent_special=True`` (CLI ``--silent-special``) registers ``<|silent|>`` as an
@@ -206,7 +206,10 @@ class _Shaper:
         self.head = model.lm_head.weight
         self.silent = tok.convert_tokens_to_ids("<|silent|>")
         self.end = tok.convert_tokens_to_ids("<|im_end|>")
-        self.structural = [tok.convert_tokens_to_ids(n) for n in STRUCTURAL]
+        # buried: structural specials, and tokens that decode to nothing printable (lone
+        # bytes: control characters, half a UTF-8 sequence), which the app strips, so a
+        # reply made of them would be silent on screen and in the voice
+        self.structural = [tok.convert_tokens_to_ids(n) for n in STRUCTURAL] + _unprintable_ids(tok)
         self.dec_dir, self.rep_dir = dec_dir, rep_dir
 
     def fit(self, dec, rep, dec_q: float, rep_q: float) -> None:
@@ -224,6 +227,22 @@ class _Shaper:
             buried = _fit_row([(dec, torch.full_like(top_dec, -30.0)), (rep, torch.full_like(top_rep, -30.0))])
             for i in self.structural:
                 self.head[i] = buried
+
+
+def _unprintable_ids(tok) -> list[int]:
+    """Ids of ordinary tokens whose text is empty or holds a control/format character or
+    U+FFFD (tab and newline allowed)."""
+    import unicodedata
+    special = set(tok.all_special_ids) | {tok.convert_tokens_to_ids("<|silent|>")}
+    out = []
+    for i in range(len(tok)):
+        if i in special:
+            continue
+        text = tok.decode([i])
+        if not text or any(c == "\ufffd" or (unicodedata.category(c).startswith("C") and c not in "\t\n")
+                           for c in text):
+            out.append(i)
+    return out
 
 
 def _silent_threshold(projections, silent_fraction: float, sd: float) -> float:
