@@ -90,8 +90,9 @@ CALIBRATION_STEPS = 16
 CALIBRATION_WINDOWS = (6.0, 3.0)
 
 
-def _tokenizer(out_dir: Path):
-    """Train the BPE, wrap it as a Qwen2 tokenizer and save it (with the chat template)."""
+def bpe_tokenizer(corpus: list[str], vocab_size: int = BPE_VOCAB):
+    """A byte-level BPE trained on ``corpus``, wrapped as a Qwen2-style tokenizer with the
+    Qwen special tokens, ``<|silent|>`` and the chat template (model/train reuses it)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -101,9 +102,9 @@ def _tokenizer(out_dir: Path):
         pre_tokenizers.Split(Regex(PRETOKENIZE), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, min_frequency=1, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                       pad_token="<|endoftext|>", unk_token=None,
@@ -311,7 +312,7 @@ def _build(out_dir: Path, seed: int, silent_fraction: float) -> None:
     import torch
     from transformers import (AutoTokenizer, Qwen2VLImageProcessor, Qwen3VLForConditionalGeneration,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
-    tok = _tokenizer(out_dir)
+    tok = bpe_tokenizer(CORPUS)
     config = _config(tok)
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config).eval()

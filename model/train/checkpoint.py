@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.tiny import CHAT_TEMPLATE, PRETOKENIZE, SPECIAL_TOKENS
+from model.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, bpe_tokenizer
 from model.train import tasks
 from model.train.world import NAMES
 
@@ -32,22 +32,7 @@ def corpus() -> list[str]:
 
 
 def tokenizer():
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, min_frequency=1, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus() * 4, trainer=trainer)
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                      pad_token="<|endoftext|>", unk_token=None, model_max_length=262144)
-    wrapped.chat_template = CHAT_TEMPLATE
-    return wrapped
+    return bpe_tokenizer(corpus(), BPE_VOCAB)
 
 
 def config(tok, size: dict = SIZE):
