@@ -75,6 +75,17 @@ def recorder_factory(config: Config, metrics: Any = None):
     return make
 
 
+def compose_banner(banner: str, config: Config, placement_warning: str = "") -> str:
+    """The page's banner: the preset's words, the placement warning (not for the offline
+    preset, which is meant for the CPU) and the LoRA adapter in use, if any."""
+    parts = [banner]
+    if placement_warning and config.app.preset != "offline":
+        parts.append(placement_warning)
+    if config.engine.adapter:
+        parts.append(f"Adapter in use: {Path(config.engine.adapter).name} (merged into the weights at load).")
+    return " ".join(p for p in parts if p).strip()
+
+
 def run_app(config: Config) -> int:
     from app.build import LoadError, build_runtime
     from app.presets import apply_preset
@@ -86,8 +97,7 @@ def run_app(config: Config) -> int:
         runtime = build_runtime(config, progress)
     except LoadError as e:
         raise ValueError(str(e)) from None
-    if runtime.placement.warning and config.app.preset != "offline":
-        banner = (banner + " " + runtime.placement.warning).strip()
+    banner = compose_banner(banner, config, runtime.placement.warning)
     try:
         if config.app.local_devices:
             return _run_local(runtime, runtime.config)

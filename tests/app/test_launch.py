@@ -73,3 +73,16 @@ def test_no_record_means_no_recorder(tmp_path):
     rec = make("s1", ManualClock(), lambda e: None)
     rec.close()
     assert [p.name.endswith("-s1") for p in (tmp_path / "rec").iterdir()] == [True]
+
+
+def test_banner_names_the_adapter_in_use():
+    """Guards issue 15 item 3: a session run with --adapter must say so on the page (the
+    banner), next to the preset's words; without one, nothing is added."""
+    from dataclasses import replace
+    from app.config import build_config
+    from app.main import compose_banner
+    base = build_config()
+    assert compose_banner("Offline.", base) == "Offline."
+    cfg = replace(base, engine=replace(base.engine, adapter="/data/adapters/kettle-fix"))
+    text = compose_banner("Offline.", cfg, "No GPU in use.")
+    assert text.startswith("Offline. No GPU in use.") and "Adapter in use: kettle-fix" in text
