@@ -64,7 +64,7 @@ def offline_vlm(cache_dir: Path, progress: Callable[[str], None]) -> Path:
 def offline_engine(engine, cache_dir: Path, progress: Callable[[str], None]):
     """``engine`` (an ``EngineConfig``) set to the trained tiny AURA at its pixel budget."""
     from model.train.checkpoint import MAX_PIXELS
-    return replace(engine, model=str(offline_vlm(cache_dir, progress)), max_pixels=MAX_PIXELS)
+    return replace(engine, model=str(offline_vlm(cache_dir, progress)), pixel_budget=str(MAX_PIXELS))
 
 
 def offline_models(cache_dir: Path, progress: Callable[[str], None]) -> tuple[Path, Path]:
