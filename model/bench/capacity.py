@@ -42,7 +42,7 @@ import time
 import traceback
 from pathlib import Path
 
-from model.bench.engine import add_model_args, model_args_error
+from model.bench.engine import add_model_args, bad_args
 from model.bench.stats import pct
 
 BAR = {"chunk_step_p99_ms": 100.0, "question_ttft_p99_ms": 150.0, "chunks_skipped": 0}
@@ -397,17 +397,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.merge:
         return merge(a.merge, a.out)
-    if sorted(a.ns) != a.ns or a.ns[0] < 1:
-        print("--ns: expected increasing session counts >= 1", file=sys.stderr)
-        return 2
-    if not (1 <= a.reply_tokens[0] <= a.reply_tokens[1]):
-        print("--reply-tokens: expected 1 <= MIN <= MAX", file=sys.stderr)
-        return 2
-    err = model_args_error(a)
-    if err:
-        print(err, file=sys.stderr)
-        return 2
-    return Capacity(a).run()
+    own = ("--ns: expected increasing session counts >= 1" if sorted(a.ns) != a.ns or a.ns[0] < 1 else
+           "--reply-tokens: expected 1 <= MIN <= MAX" if not 1 <= a.reply_tokens[0] <= a.reply_tokens[1] else None)
+    return bad_args(a, own) or Capacity(a).run()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ Per step it also records, to explain the time: the host time of the pixel prepar
 """
 from __future__ import annotations
 
+import sys
+
 import gc
 import tempfile
 import time
@@ -89,6 +91,16 @@ def model_args_error(a) -> str | None:
         return "--device cpu needs --tiny (the 8B shape runs on a GPU)"
     if not a.tiny and not Path(a.config).is_file():
         return f"--config: no such file: {a.config}"
+    return None
+
+
+def bad_args(a, own: str | None = None) -> int | None:
+    """Exit code 2 after printing the first problem (the benchmark's own check ``own``, then
+    the model options), or None when the arguments are fine."""
+    err = own or model_args_error(a)
+    if err:
+        print(err, file=sys.stderr)
+        return 2
     return None
 
 

@@ -32,7 +32,7 @@ import time
 import traceback
 from pathlib import Path
 
-from model.bench.engine import add_model_args, model_args_error
+from model.bench.engine import add_model_args, bad_args
 from model.bench.stats import pct
 
 LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -161,13 +161,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
     add_model_args(ap)
     a = ap.parse_args(argv)
+    own = None
     if a.chunks < 2 or a.rank < 1 or a.steps < 1 or a.warmup < 0 or a.moments < 1:
-        print("--chunks must be >= 2, --rank, --steps and --moments >= 1, --warmup >= 0", file=sys.stderr)
-        return 2
-    err = model_args_error(a)
-    if err:
-        print(err, file=sys.stderr)
-        return 2
+        own = "--chunks must be >= 2, --rank, --steps and --moments >= 1, --warmup >= 0"
+    failed = bad_args(a, own)
+    if failed:
+        return failed
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

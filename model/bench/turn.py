@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.bench.engine import add_model_args, model_args_error
+from model.bench.engine import add_model_args, bad_args
 from model.bench.stats import pct
 
 AUTHORS_ESTIMATE_MS = 312
@@ -346,15 +346,10 @@ def main(argv=None) -> int:
     ap.add_argument("--warm-chunks", type=int, default=30)
     add_model_args(ap)
     a = ap.parse_args(argv)
+    own = None
     if a.turns < 1 or min(a.live) < 1 or a.sentence_tokens < 1 or a.reply_tokens < a.sentence_tokens:
-        print("--turns, --live and --sentence-tokens must be >= 1, and --reply-tokens >= --sentence-tokens",
-              file=sys.stderr)
-        return 2
-    err = model_args_error(a)
-    if err:
-        print(err, file=sys.stderr)
-        return 2
-    return TurnBench(a).run()
+        own = "--turns, --live and --sentence-tokens must be >= 1, and --reply-tokens >= --sentence-tokens"
+    return bad_args(a, own) or TurnBench(a).run()
 
 
 if __name__ == "__main__":
