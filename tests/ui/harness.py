@@ -7,6 +7,8 @@
 - ``chromium(playwright, media, extra_args)``: headless Debian Chromium with the fake devices.
 - ``wait_text(page, selector, predicate, timeout_s)``: the element's text once ``predicate``
   holds (or the last text seen).
+- ``webcam_button(page)``: the video's "Click to Access Webcam" button (by role: the idle hint
+  in the status bar quotes the same words).
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def webcam_button(page):
+    return page.get_by_role("button", name="Click to Access Webcam")
 
 
 def make_media(d: Path) -> dict[str, Path]:

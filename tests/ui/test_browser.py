@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.harness import make_media, wait_text
+from tests.ui.harness import make_media, wait_text, webcam_button
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,12 +139,12 @@ def _open(page, url: str) -> None:
     page.get_by_label("username").fill(user)
     page.get_by_label("password").fill(password)
     page.keyboard.press("Enter")
-    page.get_by_text("Click to Access Webcam").wait_for(timeout=30_000)
+    webcam_button(page).wait_for(timeout=30_000)
 
 
 def _start_stream(page, url: str) -> None:
     _open(page, url)
-    page.get_by_text("Click to Access Webcam").click()
+    webcam_button(page).click()
     page.get_by_label("start stream").click(timeout=20_000)
 
 
@@ -190,7 +190,7 @@ def test_second_person_is_told_the_app_is_busy(server, browser, tmp_path):
         _start_stream(first, server["url"])
         assert "last step" in _wait_for(first, "#aura-status", lambda t: "last step" in t, 60)
         _open(second, server["url"])
-        second.get_by_text("Click to Access Webcam").click()
+        webcam_button(second).click()
         second.get_by_label("start stream").click(timeout=20_000)
         busy = _wait_for(second, "body", lambda t: "AURA Live is busy" in t or "Too many" in t, 30)
         second.screenshot(path=str(tmp_path / "busy.png"), full_page=True)
@@ -283,7 +283,7 @@ def test_denied_camera_permission_is_explained(server, browser, tmp_path):
     try:
         page = denying.new_page()
         _open(page, server["url"])
-        page.get_by_text("Click to Access Webcam").click()
+        webcam_button(page).click()
         banner = page.locator("#aura-access-banner")
         banner.wait_for(timeout=20_000)
         page.screenshot(path=str(tmp_path / "denied.png"), full_page=True)

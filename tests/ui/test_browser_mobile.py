@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.ui.harness import chromium, make_media, serving, wait_text
+from tests.ui.harness import chromium, make_media, serving, wait_text, webcam_button
 
 pytestmark = pytest.mark.browser
 DEVICE = "Pixel 7"
@@ -61,7 +61,7 @@ def _overflow(page) -> dict:
 def test_phone_over_https_streams_fits_and_answers(server, phone, tmp_path):
     page = phone
     page.goto(server["url"], wait_until="load")
-    page.get_by_text("Click to Access Webcam").tap(timeout=30_000)
+    webcam_button(page).tap(timeout=30_000)
     page.get_by_label("start stream").tap(timeout=20_000)
     status = wait_text(page, "#aura-status", lambda t: "last step" in t, 90)
     assert "last step" in status, f"the stream did not start on the phone: {status[:200]}"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.harness import chromium, free_port, make_media
+from tests.ui.harness import chromium, free_port, make_media, webcam_button
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,14 +159,14 @@ class Visitor:
         self.context = browser.new_context(viewport={"width": 1200, "height": 850})
         self.page = self.context.new_page()
         self.page.goto(url, wait_until="load")
-        self.page.get_by_text("Click to Access Webcam").wait_for(timeout=60_000)
+        webcam_button(self.page).wait_for(timeout=60_000)
 
     @property
     def instance(self) -> str | None:
         return next((c["value"] for c in self.context.cookies() if c["name"] == "aura_instance"), None)
 
     def start(self) -> None:
-        self.page.get_by_text("Click to Access Webcam").click()
+        webcam_button(self.page).click()
         self.page.get_by_label("start stream").click(timeout=30_000)
 
     def wait_text(self, selector: str, pattern: str, timeout_s: float) -> str:

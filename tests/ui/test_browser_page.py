@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ui.harness import webcam_button
 from tests.ui.test_browser import (CHROMIUM, MEDIA_ARGS, QUIET_ARGS, _wait_for, launch_app,  # noqa: F401
                                    media, stop_app)
 
@@ -75,10 +76,10 @@ def _live_page(browser, server, untick: str = ""):
     """A page with a running session; ``untick``: a checkbox label to untick first."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(server["url"], wait_until="load")
-    page.get_by_text("Click to Access Webcam").wait_for(timeout=30_000)
+    webcam_button(page).wait_for(timeout=30_000)
     if untick:
         page.get_by_label(untick).uncheck()
-    page.get_by_text("Click to Access Webcam").click(timeout=30_000)
+    webcam_button(page).click(timeout=30_000)
     page.get_by_label("start stream").click(timeout=20_000)
     status = _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
     assert "last step" in status, status

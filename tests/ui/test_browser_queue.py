@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.ui.harness import chromium, make_media, serving, wait_text
+from tests.ui.harness import chromium, make_media, serving, wait_text, webcam_button
 
 pytestmark = pytest.mark.browser
 TOAST = "Too many concurrent connections"
@@ -46,7 +46,7 @@ def browser(media):
 
 def _start(page, url: str) -> None:
     page.goto(url, wait_until="load")
-    page.get_by_text("Click to Access Webcam").click(timeout=30_000)
+    webcam_button(page).click(timeout=30_000)
     page.get_by_label("start stream").click(timeout=20_000)
 
 
