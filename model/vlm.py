@@ -16,7 +16,8 @@ Contract:
 * ``embed(ids)`` input embeddings ``(L, hidden)``; ``vision.encode(frames)`` chunk features.
 * ``choose_backend(kind, hf_model, device, max_tokens)`` picks the LMBackend: "reference"
   (model/reference.py), "fast" (model/fast/backend.py ``FastBackend(hf_model, max_tokens=...)``,
-  CUDA only) or "auto" (fast on CUDA when model/fast/backend.py imports, else reference);
+  CUDA only) or "auto" (fast on CUDA when model/fast/backend.py imports and its kernels
+  fit the model's shape, else reference);
   ``attach_backend()`` is the loader's use of it (also for benchmarks that build the HF
   model themselves).
 * ``context_budget(cfg, layout)`` tokens per preallocated cache, derived from the windows
@@ -120,10 +121,16 @@ def choose_backend(kind: str, hf_model, device: str, max_tokens: int, pool_size:
     if not on_cuda:
         raise ModelLoadError("engine.backend: the fast backend needs a CUDA device")
     try:
-        from model.fast.backend import FastBackend
+        from model.fast.backend import FastBackend, unsupported
     except ImportError as e:
         if kind == "fast":
             raise ModelLoadError(f"engine.backend: the fast backend is not available ({e})") from None
+        return ReferenceBackend(hf_model)
+    why = unsupported(hf_model)
+    if why:
+        if kind == "fast":
+            raise ModelLoadError(f"engine.backend: the fast backend cannot run this model ({why}); "
+                                 "use backend auto or reference")
         return ReferenceBackend(hf_model)
     # a live and a shadow cache for each session admitted at once (app.max_sessions)
     return FastBackend(hf_model, max_tokens=max_tokens, pool_size=pool_size)

@@ -132,6 +132,16 @@ class _Buffers:
                 self.lp[:n].view(nsplit, nrows))
 
 
+def unsupported(hf_model) -> str | None:
+    """Why the Triton kernels cannot run this text stack (None: they can). Their head-dim
+    tiles are ``tl.arange(0, D)`` and ``tl.dot`` blocks: a power of two, at least 16."""
+    cfg = text_parts(hf_model)[0].config
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    if d < 16 or d & (d - 1):
+        return f"head dim {d} is not a power of two >= 16"
+    return None
+
+
 class FastBackend:
     """Static-cache, graph-captured Qwen3-VL text stack (see the module docstring)."""
 
@@ -169,6 +179,9 @@ class FastBackend:
             self.ops = ops
         elif self.device.type == "cuda":
             from model.fast.triton_ops import TritonOps
+            why = unsupported(hf_model)
+            if why:
+                raise ValueError(f"FastBackend: the Triton kernels cannot run this model ({why})")
             self.ops = TritonOps(**(kernel_options or {}))
         else:
             self.ops = TorchOps()

@@ -1,0 +1,135 @@
+"""The fast backend on the shipped trained model (assets/aura-tiny-colours) against the
+reference backend, through replay (issue 14 item 4).
+
+Random weights give flat logits, where any rounding flips a greedy token; the trained
+model's are peaked, so the two backends must agree on the decisions and the words. Two
+held-out world streams (a when-question, sometimes colour questions) are replayed by
+``app.replay.Replayer`` from the world's frames on one session per backend, the
+FastBackend with its plain-torch ops: at least 99% of the greedy tokens (one decision per
+step plus each reply's tokens) must agree, and the reply tokens must be peaked (mean top
+probability > 0.9). The Triton kernels cannot run this model (head dim 24, not a power of
+two): on a GPU it gets the reference backend, which the last test guards.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+STREAMS = (0, 1)
+
+
+def _load():
+    """The shipped model as the offline preset loads it on a CPU (reference backend)."""
+    from app.presets import TRAINED_VLM
+    from model.train.evaluate import load
+    return load(TRAINED_VLM)
+
+
+def _fast(model):
+    from model.fast.backend import FastBackend
+    from model.prompt import Layout
+    from model.vlm import context_budget
+    budget = context_budget(model.cfg, Layout.for_config(model.tokenizer, model.specials, model.cfg))
+    other = copy.copy(model)
+    other.backend = FastBackend(model.hf, max_tokens=budget, pool_size=2, use_graphs=False)
+    return other
+
+
+def _tokens(model) -> list[tuple]:
+    """Per step of each stream: ('silent'|'speak', reply token ids)."""
+    from app.replay import Ask, Replayer
+    from model.train import evaluate as ev, tasks
+    out = []
+    for seed in STREAMS:
+        world, asks = ev.held_out(seed, False, "alert")
+        session = model.new_session(f"s{seed}")
+        try:
+            got = list(Replayer(session).run(world.frames(tasks.FPS, *ev.SIZE), [Ask(a.t_s, a.text) for a in asks]))
+        finally:
+            session.close()
+        replies = {round(r["t"], 3): r["text"] for r in got if r["type"] == "reply"}
+        for r in got:
+            if r["type"] == "step":
+                text = replies.get(round(r["t"], 3), "") if r["decision"] == "speak" else ""
+                out.append((r["decision"], tuple(model.tokenizer.encode(text, add_special_tokens=False))))
+    return out
+
+
+def agreement(a: list[tuple], b: list[tuple]) -> float:
+    """The share of greedy tokens (a decision per step, then the reply's tokens) that agree."""
+    same = total = 0
+    for (da, ta), (db, tb) in zip(a, b, strict=True):
+        total += 1 + max(len(ta), len(tb))
+        same += int(da == db) + sum(x == y for x, y in zip(ta, tb))
+    return same / total
+
+
+def reply_peak(model) -> float:
+    """Mean top probability at the answer tokens of a colour-question stream (teacher-forced
+    through the training forward, model/train/batch.py)."""
+    from transformers import AutoVideoProcessor
+    from model.pixels import ChunkPixels
+    from model.prompt import Layout
+    from model.train import tasks
+    from model.train.batch import forward
+    from model.train.checkpoint import MAX_PIXELS
+    from model.train.samples import build_samples
+    from model.train.world import World
+    prep = ChunkPixels(AutoVideoProcessor.from_pretrained(model.cfg.model), MAX_PIXELS, "cpu")
+    merge = model.hf.config.vision_config.spatial_merge_size
+
+    def grid_of(frames):
+        _, h, w = prep.grid_for(*frames[0].shape[:2])
+        return h // merge, w // merge
+    world = World.scripted([(0.0, "green"), (4.3, "yellow")], 9.0)
+    records = tasks.chunk_stream(world, [tasks.Ask(2.5, tasks.ASK_COLOUR[0]), tasks.Ask(7.5, tasks.ASK_COLOUR[2])])
+    layout = Layout.for_config(model.tokenizer, model.specials, model.cfg)
+    samples = build_samples(records, layout, grid_of)
+    with torch.no_grad():
+        logits, labels, weights = forward(model.hf, prep, samples)
+    answer = weights == 1.0
+    top = torch.softmax(logits.float(), -1).max(-1).values
+    return float(top[answer].mean())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return _load()
+
+
+@pytest.fixture(scope="module")
+def reference_tokens(trained):
+    return _tokens(trained)
+
+
+def test_fast_backend_agrees_with_the_reference_on_the_trained_model(trained, reference_tokens):
+    """Guards the fast LM path where it matters: with peaked logits, >= 99% of the greedy
+    tokens of two replayed streams agree (decisions and replies)."""
+    fast_tokens = _tokens(_fast(trained))
+    assert any(d == "speak" for d, _ in reference_tokens)       # the streams do make it speak
+    assert agreement(reference_tokens, fast_tokens) >= 0.99
+
+
+def test_the_trained_logits_are_peaked_unlike_random_ones(trained, tiny_model):
+    """Why the agreement above means something: the trained model's answer tokens have a
+    top probability near 1; the random tiny model's are spread thin."""
+    assert reply_peak(trained) > 0.9
+    assert reply_peak(tiny_model) < 0.5
+
+
+def test_a_model_the_kernels_cannot_run_gets_the_reference_backend(trained):
+    """The shipped model's head dim (24) is no Triton tile: on a GPU, backend "auto" must
+    serve it with the reference backend (the offline preset on a CUDA machine) and "fast"
+    must say why it cannot, instead of a kernel error at the first step."""
+    from model.fast.backend import unsupported
+    from model.fast.tiny import build_qwen3vl, tiny_config
+    from model.reference import ReferenceBackend
+    from model.vlm import ModelLoadError, choose_backend
+    assert unsupported(trained.hf) == "head dim 24 is not a power of two >= 16"
+    assert unsupported(build_qwen3vl(tiny_config(), dtype=torch.float32, device="cpu", seed=0)) is None
+    assert isinstance(choose_backend("auto", trained.hf, "cuda:0", 512), ReferenceBackend)
+    with pytest.raises(ModelLoadError, match="cannot run this model .head dim 24"):
+        choose_backend("fast", trained.hf, "cuda:0", 512)
+
