@@ -1,7 +1,7 @@
 """``python -m model.train OUT_DIR``: build and train the tiny AURA of the colour world.
 
 Writes an untrained checkpoint into OUT_DIR (model/train/checkpoint.py) unless one is
-there, trains it on the curriculum (model/train/recipe.py) with progress on stderr and a
+there (``--init DIR``: a copy of a trained one, to train further), trains it on the curriculum (model/train/recipe.py) with progress on stderr and a
 resumable state in OUT_DIR/train_state.pt (run the same command again to resume), then
 saves the weights in place, writes OUT_DIR/aura_train.json (the recipe's settings) and
 removes the state. Exit code 2 with one line for bad arguments or a folder that already
@@ -27,6 +27,10 @@ def parse(argv):
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     ap.add_argument("--start-level", type=float, default=0.0,
                     help="curriculum level to start at, 0..1 (1: long streams from the first step)")
+    ap.add_argument("--mix", choices=("colours", "drill"), default="colours",
+                    help="episode kinds (model/train/recipe.py MIXES)")
+    ap.add_argument("--init", type=Path, metavar="DIR",
+                    help="start from this trained checkpoint's weights instead of random ones")
     return ap.parse_args(argv)
 
 
@@ -43,7 +47,10 @@ def run(args) -> Path:
     cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device)
     out = args.out_dir
     if not (out / "config.json").exists():
-        checkpoint.init(out, seed=args.seed)
+        if args.init:
+            checkpoint.copy_weights(args.init, out)
+        else:
+            checkpoint.init(out, seed=args.seed)
     tok = AutoTokenizer.from_pretrained(out)
     hf = Qwen3VLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
     engine = EngineConfig(model=str(out), max_pixels=checkpoint.MAX_PIXELS)
@@ -55,14 +62,23 @@ def run(args) -> Path:
         _, h, w = prep.grid_for(*frames[0].shape[:2])
         return h // merge, w // merge
     source = Curriculum(layout, grid_of, cfg.steps, cfg.batch, cfg.seed, args.loss,
-                        start_level=args.start_level)
+                        start_level=args.start_level, mix=args.mix)
     losses = train(hf, prep, source, cfg, stderr_progress, state_dir=out)
     checkpoint.save(hf, out)
     (out / "train_state.pt").unlink(missing_ok=True)
     (out / "aura_train.json").write_text(json.dumps(
         {"recipe": "python -m model.train", "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
-         "seed": cfg.seed, "loss": args.loss, "start_level": args.start_level, "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
+         "seed": cfg.seed, "loss": args.loss, "start_level": args.start_level, "mix": args.mix,
+         "init": _init_recipe(args.init), "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
     return out
+
+
+def _init_recipe(init: Path | None):
+    """The recipe the --init checkpoint was trained with (so the chain is on record)."""
+    if init is None:
+        return None
+    f = init / "aura_train.json"
+    return json.loads(f.read_text()) if f.is_file() else str(init)
 
 
 def main(argv: list[str]) -> int:
@@ -76,6 +92,9 @@ def main(argv: list[str]) -> int:
         return 2
     if (args.out_dir / "aura_train.json").exists():
         print(f"error: {args.out_dir} already holds a trained model; give a new folder", file=sys.stderr)
+        return 2
+    if args.init is not None and not (args.init / "model.safetensors").is_file():
+        print(f"error: --init {args.init} holds no model.safetensors", file=sys.stderr)
         return 2
     if args.device != "cpu" and not args.device.startswith("cuda"):
         print("error: --device must be cpu or cuda[:N]", file=sys.stderr)

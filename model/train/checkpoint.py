@@ -7,7 +7,8 @@ The tokenizer is a byte-level BPE trained on the task's own sentences (so colour
 and the acknowledgement are a few tokens each); special tokens, chat template and
 pre-tokenizer are model/tiny.py's. ``save(hf_model, out_dir)`` writes trained weights
 (float32 safetensors). ``MAX_PIXELS`` is the pixel budget the model is trained and served
-at (64x64 over two frames: a 2x2 or 1x2 merged grid per chunk).
+at (64x64 over two frames: a 2x2 or 1x2 merged grid per chunk). ``copy_weights(src, out)``
+copies a trained checkpoint (not its training record) to train it further.
 """
 from __future__ import annotations
 
@@ -78,3 +79,18 @@ def init(out_dir: Path, seed: int = 0, size: dict = SIZE) -> Path:
 def save(hf_model, out_dir: Path) -> None:
     import torch
     hf_model.to(torch.float32).save_pretrained(out_dir)
+
+
+TRAINING_FILES = ("aura_train.json", "train_state.pt", "eval.json")
+
+
+def copy_weights(src: Path, out_dir: Path) -> Path:
+    """A trained checkpoint's files (weights, tokenizer, processor) into ``out_dir``, without
+    its training record, so ``python -m model.train --init src`` trains it further."""
+    import shutil
+    src, out_dir = Path(src), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name not in TRAINING_FILES and f.suffix != ".md":
+            shutil.copy2(f, out_dir / f.name)
+    return out_dir

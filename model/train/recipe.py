@@ -8,7 +8,8 @@ the event soon after the question; the stream length and the question-to-event g
 linearly to ``MAX_STREAM_S`` / ``MAX_GAP_S`` over the first ``RAMP`` of the steps, so the
 later batches cover window cuts (N + N' = 45 s) and QA-window history.
 ``start_level`` (0..1) starts the ramp part-way (continuing a trained model).
-``KIND_MIX`` is the share of each episode kind.
+``mix`` picks the episode kinds: ``MIXES["colours"]`` (the first recipe) or ``MIXES["drill"]``
+(alert drill: fast worlds where only the named colour predicts the alert; see tasks.py).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 from model.train import tasks
 from model.train.samples import Windows, build_samples
 
-KIND_MIX = (("qa", 0.25), ("alert", 0.5), ("negative", 0.25))
+MIXES = {"colours": (("qa", 0.25), ("alert", 0.5), ("negative", 0.25)),
+         "drill": (("qa", 0.15), ("chase", 0.4), ("miss", 0.25), ("alert", 0.1), ("negative", 0.1))}
 MIN_STREAM_S, MAX_STREAM_S = 10.0, 70.0
 MIN_GAP_S, MAX_GAP_S = 3.0, 25.0
 RAMP = 0.6
@@ -25,9 +27,12 @@ RAMP = 0.6
 
 class Curriculum:
     def __init__(self, layout, grid_of, steps: int, batch: int, seed: int = 0, loss: str = "balanced",
-                 windows: Windows = Windows(), start_level: float = 0.0):
+                 windows: Windows = Windows(), start_level: float = 0.0, mix: str = "colours"):
+        if mix not in MIXES:
+            raise ValueError(f"Curriculum: mix must be one of {sorted(MIXES)}, got {mix!r}")
         self.layout, self.grid_of, self.steps, self.batch = layout, grid_of, steps, batch
         self.seed, self.loss, self.windows, self.start_level = seed, loss, windows, start_level
+        self.mix = MIXES[mix]
 
     def level(self, step: int) -> float:
         return min(1.0, self.start_level + step / max(1.0, RAMP * self.steps))
@@ -35,7 +40,7 @@ class Curriculum:
     def __call__(self, step: int) -> list:
         rng = np.random.default_rng([self.seed, step])
         lv = self.level(step)
-        kinds, p = zip(*KIND_MIX)
+        kinds, p = zip(*self.mix)
         out: list = []
         while len(out) < self.batch:
             kind = kinds[rng.choice(len(kinds), p=p)]

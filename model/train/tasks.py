@@ -11,7 +11,11 @@ Contract:
 * ``episode(rng, kind, ...)``: a random world and its questions: ``qa`` (colour questions),
   ``alert`` (a when-question whose colour comes; sometimes other changes first, sometimes a
   colour question after the alert) or ``negative`` (a when-question whose colour never
-  comes, then a colour question: a non-target change followed by silence).
+  comes, then a colour question: a non-target change followed by silence); ``chase`` and
+  ``miss`` are the same two in a fast world (1.5..6 s segments), asked in the first 4 s, where
+  the target comes after 0 to 4 other changes at any gap, so neither "the first change" nor
+  "a few seconds after the question" predicts the alert, and most of the sample's silent
+  turns are waiting ones (the balanced loss gives them 1/N_silent each).
 * ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks
   by ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
   chunk early), then scripted; ``chunk_frames(frames, asks)`` the same for any frames.
@@ -157,13 +161,49 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
     if kind == "negative":
         tq = _round(float(rng.uniform(0.6, max(1.0, duration_s / 2))))
         ta = _round(tq + float(rng.uniform(3.0, max(4.0, min(29.0, duration_s - tq)))))
-        seen = {world.colour_at(t) for t in np.arange(tq, ta + 1.0, 0.1)}
-        missing = [c for c in NAMES if c not in seen]
-        if not missing:
-            return episode(rng, kind, duration_s, max_gap_s, after_s)
-        target = missing[rng.integers(len(missing))]
-        return _cut(world, ta + 0.5), [Ask(tq, ask_when(rng, target), target), Ask(ta, ask_colour(rng))]
+        return _never_comes(rng, world, tq, ta) or episode(rng, kind, duration_s, max_gap_s, after_s)
+    if kind in ("chase", "miss"):
+        return _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
     raise ValueError(f"episode: unknown kind {kind!r}")
+
+
+FAST_SEG_S = (1.5, 6.0)
+EARLY_ASK_S = 4.0     # asked early: most silent turns of the sample are waiting ones
+
+
+def _fast_episode(rng, kind: str, duration_s: float, max_gap_s: float, after_s: float):
+    world = World.random(rng, duration_s + 40.0, min_seg_s=FAST_SEG_S[0], max_seg_s=FAST_SEG_S[1])
+    tq = _round(float(rng.uniform(0.6, max(1.0, min(duration_s / 2, EARLY_ASK_S)))))
+    current = world.colour_at(tq)
+    if kind == "chase":
+        first: dict[str, float] = {}                       # colour -> its first start after tq
+        for s, c in world.changes():
+            if s > tq + 0.6 and c != current and c not in first and s <= tq + max_gap_s:
+                first[c] = s
+        if not first:
+            return _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
+        target = list(first)[rng.integers(len(first))]
+        event = first[target]
+        asks = [Ask(tq, ask_when(rng, target), target)]
+        end = event + float(rng.uniform(1.5, after_s))
+        if rng.random() < 0.4:                             # a colour question after the alert
+            ta = _round(event + float(rng.uniform(1.5, after_s + 4)))
+            asks.append(Ask(ta, ask_colour(rng)))
+            end = max(end, ta + 0.5)
+        return _cut(world, end), asks
+    ta = _round(tq + float(rng.uniform(3.0, max(4.0, max_gap_s))))
+    return _never_comes(rng, world, tq, ta) or _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
+
+
+def _never_comes(rng, world: World, tq: float, ta: float):
+    """A when-question at ``tq`` for a colour the world does not show before the colour
+    question at ``ta`` (None when every colour shows)."""
+    seen = {world.colour_at(t) for t in np.arange(tq, ta + 1.0, 0.1)}
+    missing = [c for c in NAMES if c not in seen]
+    if not missing:
+        return None
+    target = missing[rng.integers(len(missing))]
+    return _cut(world, ta + 0.5), [Ask(tq, ask_when(rng, target), target), Ask(ta, ask_colour(rng))]
 
 
 def _cut(world: World, end_s: float) -> World:

@@ -1,0 +1,35 @@
+"""``python -m model.train``'s argument checks and ``--init`` (continue from a trained
+checkpoint): bad input is one line and exit 2; the copy leaves the training record behind."""
+from __future__ import annotations
+
+import pytest
+
+from model.train.__main__ import main
+from model.train.checkpoint import copy_weights
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--init", "{tmp}/nowhere"], "holds no model.safetensors"),
+    (["--mix", "dance"], "invalid choice: 'dance'"),
+    (["--start-level", "2"], "--start-level in [0, 1]"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, extra, says):
+    argv = [str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in extra]]
+    try:
+        rc = main(argv)
+    except SystemExit as e:          # argparse's own refusals
+        rc = e.code
+    assert rc == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_init_copies_the_checkpoint_but_not_its_training_record(tmp_path):
+    src = tmp_path / "trained"
+    src.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "aura_train.json",
+                 "train_state.pt", "eval.json", "NOTES.md"):
+        (src / name).write_text(name)
+    copy_weights(src, tmp_path / "next")
+    assert sorted(p.name for p in (tmp_path / "next").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json"]
+    assert (tmp_path / "next" / "model.safetensors").read_text() == "model.safetensors"

@@ -1,0 +1,55 @@
+"""The behaviour score of model/train/evaluate.py on hand-made replays: what counts as an
+alert on time, early or missed, a false alarm, a right colour answer and an acknowledgement."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("cv2")
+
+from model.train import tasks  # noqa: E402
+from model.train.evaluate import score, summary  # noqa: E402
+from model.train.world import World  # noqa: E402
+
+WORLD = World.scripted([(0.0, "red"), (4.3, "green"), (8.3, "blue")], 12.0)
+ASKS = [tasks.Ask(1.5, "What colour is the background?"), tasks.Ask(3.5, "Tell me when the background turns blue.")]
+
+
+def _replay(expected, said: dict[float, str]) -> list[dict]:
+    """Replay records where the model spoke ``said`` (stream time -> text) and was silent
+    elsewhere."""
+    out = []
+    for r in expected:
+        text = said.get(r.t_s)
+        out.append({"type": "step", "t": r.t_s, "decision": "speak" if text else "silent"})
+        if text:
+            out.append({"type": "reply", "t": r.t_s, "text": text})
+    return out
+
+
+def _score(said):
+    expected = tasks.chunk_stream(WORLD, ASKS, size=(16, 16))
+    tally = Counter()
+    score(expected, _replay(expected, said), tally)
+    return summary(tally)
+
+
+def test_the_script_itself_scores_perfectly():
+    expected = tasks.chunk_stream(WORLD, ASKS, size=(16, 16))
+    said = {r.t_s: r.answer for r in expected if r.answer}
+    assert said[8.5] == "The background turned blue."
+    got = _score(said)
+    assert (got["qa_correct_pct"], got["ack_pct"], got["alert_on_time_pct"], got["false_alarms"]) == (100.0, 100.0, 100.0, 0)
+
+
+def test_early_late_wrong_and_false_alarm_are_told_apart():
+    base = {1.5: "The background is red.", 3.5: tasks.ACK}
+    early = _score({**base, 6.5: "The background turned green."})
+    assert early["alert_early"] == 1 and early["false_alarms"] == 1
+    late_by_one = _score({**base, 9.5: "The background turned blue."})
+    assert late_by_one["alert_ok"] == 1 and late_by_one["false_alarms"] == 0
+    too_late = _score({**base, 10.5: "The background turned blue."})
+    assert too_late["alert_missed"] == 1 and too_late["false_alarms"] == 1
+    wrong = _score({1.5: "The background is green.", 3.5: "The background turned blue."})
+    assert wrong["qa_correct_pct"] == 0.0 and wrong["ack_pct"] == 0.0 and wrong["alert_missed"] == 1

@@ -1,0 +1,59 @@
+"""The per-chunk script and the episode kinds of model/train/tasks.py, on hand-made and
+drawn worlds: what each kind promises the trainer (the alert drill must not let "the
+first change" or "a few seconds after the question" predict the alert)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+
+from model.train import tasks  # noqa: E402
+from model.train.world import World  # noqa: E402
+
+
+def _script(world, asks):
+    return tasks.chunk_stream(world, asks, size=(16, 16))
+
+
+def test_when_question_is_acknowledged_then_alerted_once_at_the_first_chunk_showing_it():
+    world = World.scripted([(0.0, "red"), (3.2, "green"), (6.3, "blue"), (9.0, "green"), (11.0, "blue")], 13.0)
+    recs = _script(world, [tasks.Ask(1.5, "Tell me when the background turns blue.")])
+    spoken = [(r.t_s, r.answer) for r in recs if r.answer]
+    # the question closes the chunk at 1.5 s, so chunks end at 2.5, 3.5, ...: 6.5 s first shows blue
+    assert spoken == [(1.5, tasks.ACK), (6.5, "The background turned blue.")]
+
+
+def _drawn(kind, n=40, duration=20.0, gap=15.0):
+    rng = np.random.default_rng(7)
+    return [tasks.episode(rng, kind, duration, max_gap_s=gap) for _ in range(n)]
+
+
+def test_chase_episodes_put_other_changes_and_varied_gaps_before_the_alert():
+    distractors, gaps = [], []
+    for world, asks in _drawn("chase"):
+        ask = asks[0]
+        assert ask.t_s <= tasks.EARLY_ASK_S and ask.target != world.colour_at(ask.t_s)
+        event = min(s for s, c in world.changes() if c == ask.target and s > ask.t_s)
+        assert world.colour_at(event - 0.05) != ask.target
+        distractors.append(sum(1 for s, _ in world.changes() if ask.t_s < s < event))
+        gaps.append(event - ask.t_s)
+        recs = _script(world, asks)
+        alerts = [r for r in recs if r.answer == tasks.alert(ask.target)]
+        assert len(alerts) == 1 and alerts[0].t_s >= event
+    assert min(distractors) == 0 and max(distractors) >= 2
+    assert min(gaps) < 3.0 and max(gaps) > 8.0
+
+
+def test_miss_episodes_never_show_the_awaited_colour_and_end_with_a_colour_question():
+    for world, asks in _drawn("miss"):
+        when, last = asks
+        recs = _script(world, asks)
+        assert not any(r.answer and r.answer.startswith("The background turned") for r in recs)
+        assert when.target not in {tasks.chunk_colour(r.frames) for r in recs if r.t_s > when.t_s}
+        assert recs[-1].question == last.text or any(r.question == last.text for r in recs)
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown kind 'dance'"):
+        tasks.episode(np.random.default_rng(0), "dance", 10.0)
