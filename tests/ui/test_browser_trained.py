@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,30 @@ from tests.ui.test_browser import (CHROMIUM, MEDIA_ARGS, QUIET_ARGS, _start_stre
                                    _wait_until_no_session, server)
 
 pytestmark = pytest.mark.browser
+
+# Keeps every RTCPeerConnection the page makes, so the test can read its stats.
+TRACK_PEERS_JS = """(() => {
+    const Native = window.RTCPeerConnection;
+    window.__auraPeers = [];
+    window.RTCPeerConnection = function (...args) {
+        const pc = new Native(...args);
+        window.__auraPeers.push(pc);
+        return pc;
+    };
+    window.RTCPeerConnection.prototype = Native.prototype;
+})();"""
+
+# The inbound audio energy summed over the page's peer connections (WebRTC stats).
+INBOUND_ENERGY_JS = """async () => {
+    let energy = 0;
+    for (const pc of window.__auraPeers || []) {
+        const stats = await pc.getStats();
+        stats.forEach(r => {
+            if (r.type === 'inbound-rtp' && r.kind === 'audio') energy += r.totalAudioEnergy || 0;
+        });
+    }
+    return energy;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +63,11 @@ def world_browser(tmp_path_factory):
 
 def test_typed_colour_question_gets_the_visible_colour_spoken(server, world_browser, tmp_path):
     """Guards the trained model end to end in the product: a random or frame-blind model
-    cannot caption "blue" here, and a reply with no words would not be voiced. (The
-    browser-side audio peak check of tests/ui/test_browser.py stayed at 0 here in one run,
-    2026-12-05, with a silent fake microphone; not asserted.)"""
+    cannot caption "blue" here, and a reply with no words would not be voiced: the inbound
+    audio of the page's RTCPeerConnection must carry energy (its WebRTC stats)."""
     _wait_until_no_session(server)
     page = world_browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script(TRACK_PEERS_JS)
     try:
         _start_stream(page, server["url"])
         assert "last step" in _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
@@ -53,5 +78,10 @@ def test_typed_colour_question_gets_the_visible_colour_spoken(server, world_brow
         assert "The background is blue." in captions, captions[-400:]
         status = _wait_for(page, "#aura-status", lambda t: re.search(r"first audio \d+ ms", t), 90)
         assert re.search(r"first audio \d+ ms", status), status
+        end, energy = time.monotonic() + 30, 0.0
+        while energy <= 0 and time.monotonic() < end:
+            energy = page.evaluate(INBOUND_ENERGY_JS)
+            time.sleep(0.5)
+        assert energy > 0, "the reply's voice did not reach the browser (inbound audio energy 0)"
     finally:
         page.close()
