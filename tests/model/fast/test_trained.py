@@ -114,9 +114,9 @@ def test_fast_backend_agrees_with_the_reference_on_the_trained_model(trained, re
 
 def test_the_trained_logits_are_peaked_unlike_random_ones(trained, tiny_model):
     """Why the agreement above means something: the trained model's answer tokens have a
-    top probability near 1; the random tiny model's are spread thin."""
-    assert reply_peak(trained) > 0.9
-    assert reply_peak(tiny_model) < 0.5
+    top probability near 1; the random tiny model's are not."""
+    assert reply_peak(trained) > 0.9          # measured 0.996
+    assert reply_peak(tiny_model) < 0.7       # measured 0.466
 
 
 def test_a_model_the_kernels_cannot_run_gets_the_reference_backend(trained):
