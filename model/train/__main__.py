@@ -1,11 +1,13 @@
 """``python -m model.train OUT_DIR``: build and train the tiny AURA of the colour world.
 
-Writes an untrained checkpoint into OUT_DIR (model/train/checkpoint.py) unless one is
-there (``--init DIR``: a copy of a trained one, to train further), trains it on the curriculum (model/train/recipe.py) with progress on stderr and a
-resumable state in OUT_DIR/train_state.pt (run the same command again to resume), then
-saves the weights in place, writes OUT_DIR/aura_train.json (the recipe's settings) and
-removes the state. Exit code 2 with one line for bad arguments or a folder that already
-holds a finished run.
+* Writes an untrained checkpoint into OUT_DIR (model/train/checkpoint.py) unless one is
+  there; ``--init DIR`` copies a trained one instead, to train it further.
+* Trains on the curriculum (model/train/recipe.py; ``--mix`` picks the episode kinds),
+  with progress on stderr and a resumable state in OUT_DIR/train_state.pt (run the same
+  command again to resume).
+* Saves the weights in place, writes OUT_DIR/aura_train.json (the recipe's settings, and
+  the --init checkpoint's) and removes the state.
+* Bad arguments, or a folder that already holds a finished run: one line, exit code 2.
 """
 from __future__ import annotations
 

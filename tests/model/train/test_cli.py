@@ -33,3 +33,21 @@ def test_init_copies_the_checkpoint_but_not_its_training_record(tmp_path):
     assert sorted(p.name for p in (tmp_path / "next").iterdir()) == [
         "config.json", "model.safetensors", "tokenizer.json"]
     assert (tmp_path / "next" / "model.safetensors").read_text() == "model.safetensors"
+
+
+def test_init_trains_the_shipped_model_further_and_records_the_chain(tmp_path):
+    """Two drill steps from the shipped weights: the new folder has the shipped tokenizer,
+    changed weights, and a training record that names the mix and holds the shipped recipe."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from app.presets import TRAINED_VLM
+    out = tmp_path / "next"
+    assert main([str(out), "--init", str(TRAINED_VLM), "--mix", "drill", "--steps", "2", "--batch", "2"]) == 0
+    record = json.loads((out / "aura_train.json").read_text())
+    assert record["mix"] == "drill" and record["steps"] == 2
+    assert record["init"] == json.loads((TRAINED_VLM / "aura_train.json").read_text())
+    assert (out / "tokenizer.json").read_bytes() == (TRAINED_VLM / "tokenizer.json").read_bytes()
+    before, after = load_file(TRAINED_VLM / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys() and any(not (before[k] == after[k]).all() for k in before)
