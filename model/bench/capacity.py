@@ -42,7 +42,7 @@ import time
 import traceback
 from pathlib import Path
 
-from model.bench.engine import add_model_args, bad_args
+from model.bench.engine import add_model_args, bad_args, setup_or_record
 from model.bench.stats import pct
 
 BAR = {"chunk_step_p99_ms": 100.0, "question_ttft_p99_ms": 150.0, "chunks_skipped": 0}
@@ -310,12 +310,7 @@ class Capacity:
     def run(self) -> int:
         a = self.args
         t_start = time.perf_counter()
-        try:
-            self.setup()
-        except Exception:
-            traceback.print_exc()
-            self.res["errors"].append({"section": "setup", "error": traceback.format_exc(limit=6)})
-            self.save()
+        if not setup_or_record(self):
             return 1
         self.save()
         per_n = lambda n: a.seconds_per_n + a.settle_s + 3.0 + n * a.warm_s_per_session  # noqa: E731

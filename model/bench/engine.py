@@ -104,6 +104,20 @@ def bad_args(a, own: str | None = None) -> int | None:
     return None
 
 
+def setup_or_record(bench) -> bool:
+    """``bench.setup()``; on an exception, print it, add it to ``bench.res["errors"]`` as the
+    "setup" section, save the result file (``bench.save()``) and return False."""
+    import traceback
+    try:
+        bench.setup()
+        return True
+    except Exception:
+        traceback.print_exc()
+        bench.res["errors"].append({"section": "setup", "error": traceback.format_exc(limit=6)})
+        bench.save()
+        return False
+
+
 def env_info(device) -> dict:
     """Date (UTC), device name and versions for a result file."""
     import datetime

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.bench.engine import add_model_args, bad_args
+from model.bench.engine import add_model_args, bad_args, setup_or_record
 from model.bench.stats import pct
 
 AUTHORS_ESTIMATE_MS = 312
@@ -303,12 +303,7 @@ class TurnBench:
         return out
 
     def run(self) -> int:
-        try:
-            self.setup()
-        except Exception:
-            traceback.print_exc()
-            self.res["errors"].append({"section": "setup", "error": traceback.format_exc(limit=6)})
-            self.save()
+        if not setup_or_record(self):
             return 1
         try:
             for live in self.args.live:

@@ -185,3 +185,24 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
         assert row["chunk_step_p50_ms"] > 0 and row["questions_answered"] >= 1
         assert 1 <= row["reply_tokens_p50"] <= 40        # a slow CPU reply may be cut by the next question
     assert res["engine"]["max_new_tokens"] == 128 and res["sessions_preallocated"] == 2
+
+
+def test_a_failing_setup_is_recorded_and_saved():
+    """capacity's and turn's shared set-up guard: the error goes into the result file, which
+    is saved, and the run is told to stop; a good set-up is left alone."""
+    from model.bench.engine import setup_or_record
+
+    class Bench:
+        def __init__(self, fail):
+            self.fail, self.res, self.saved = fail, {"errors": []}, 0
+
+        def setup(self):
+            if self.fail:
+                raise RuntimeError("no GPU memory left")
+
+        def save(self):
+            self.saved += 1
+    bad, good = Bench(True), Bench(False)
+    assert setup_or_record(bad) is False and bad.saved == 1
+    assert bad.res["errors"][0]["section"] == "setup" and "no GPU memory left" in bad.res["errors"][0]["error"]
+    assert setup_or_record(good) is True and good.saved == 0 and good.res["errors"] == []
