@@ -271,7 +271,7 @@ def render_waiting(place: int, places: int) -> str:
     msg = (f"AURA Live is busy: all {places} place{'s are' if places != 1 else ' is'} in use. You are "
            f"number {place} in line and will join automatically as soon as a place frees; keep "
            "this page open. (Nobody can see or join another person's session.)")
-    return f"<div class='aura-captions'><div class='aura-busy' role='status'>{html.escape(msg)}</div></div>"
+    return f"<div class='aura-captions'><div class='aura-waiting' role='status'>{html.escape(msg)}</div></div>"
 
 
 def render_captions_idle() -> str:

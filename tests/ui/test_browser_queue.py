@@ -50,6 +50,19 @@ def _start(page, url: str) -> None:
     page.get_by_label("start stream").click(timeout=20_000)
 
 
+# The waiting message's text and background colours, as the page renders them.
+WAITING_STYLE_JS = """() => {
+    const s = getComputedStyle(document.querySelector('#aura-captions .aura-waiting'));
+    return [s.color, s.backgroundColor];
+}"""
+
+
+def _reddish(css_rgb: str) -> bool:
+    """An error-like colour: red well above green and blue ("rgb(170, 51, 51)")."""
+    r, g, b = (float(v) for v in css_rgb[css_rgb.index("(") + 1:].rstrip(")").split(",")[:3])
+    return r > 120 and r > 1.6 * max(g, b)
+
+
 def _live(page, timeout_s: float = 60) -> bool:
     return "last step" in wait_text(page, "#aura-status", lambda t: "last step" in t, timeout_s)
 
@@ -82,6 +95,8 @@ def test_three_visitors_two_places_then_a_closed_tab(server, browser, tmp_path):
             d.screenshot(path=str(tmp_path / "fourth.png"), full_page=True)
             pytest.fail(f"the fourth visitor was not told their place: {d.inner_text('body')[:600]}")
         c.screenshot(path=str(tmp_path / "waiting.png"), full_page=True)
+        colour, background = c.evaluate(WAITING_STYLE_JS)
+        assert not _reddish(colour) and not _reddish(background), (colour, background)
         for page in (c, d):
             assert TOAST not in page.inner_text("body")
             assert page.locator(".toast-body").count() == 0, "a toast was shown to a waiting visitor"

@@ -73,7 +73,8 @@ def test_typed_colour_question_gets_the_visible_colour_spoken(server, world_brow
         assert "last step" in _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
         page.fill("#aura-ask textarea", "What colour is the background?")
         page.keyboard.press("Enter")
-        captions = _wait_for(page, "#aura-captions", lambda t: "The background is" in t, 30)
+        # the whole sentence, not the first words of a reply still streaming ("... is blue …")
+        captions = _wait_for(page, "#aura-captions", lambda t: re.search(r"The background is \w+\.", t), 30)
         page.screenshot(path=str(tmp_path / "trained.png"), full_page=True)
         assert "The background is blue." in captions, captions[-400:]
         status = _wait_for(page, "#aura-status", lambda t: re.search(r"first audio \d+ ms", t), 90)
