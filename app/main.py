@@ -143,7 +143,7 @@ def _serve(runtime: Any, config: Config, banner: str) -> int:
         ops.mark_loaded()
         progress(f"open {scheme}://{'localhost' if app.host in ('127.0.0.1', '::1') else app.host}"
                  f":{app.port} in a browser (Ctrl-C stops; health at /healthz, /readyz)")
-        while not signals.stop.wait(0.5):
+        while not signals.stop.wait(0.5):   # short waits: the main thread stays free for signals
             pass
         ops.drain(app.drain_s, signals.hurry, progress=progress)
     finally:

@@ -39,10 +39,9 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
-from model.bench.engine import add_model_args, bad_args, setup_or_record
+from model.bench.engine import add_model_args, bad_args, record_error, setup_or_record
 from model.bench.stats import pct
 
 BAR = {"chunk_step_p99_ms": 100.0, "question_ttft_p99_ms": 150.0, "chunks_skipped": 0}
@@ -324,9 +323,7 @@ class Capacity:
                 try:
                     row = self.run_n(n)
                 except Exception:
-                    traceback.print_exc()
-                    self.res["errors"].append({"section": f"n={n}", "error": traceback.format_exc(limit=6)})
-                    row = {"n": n, "not_run": "failed: " + traceback.format_exc(limit=1).splitlines()[-1]}
+                    row = {"n": n, "not_run": "failed: " + record_error(self, f"n={n}")}
                 self.res["rows"].append(row)
                 self.save()
                 print(_row_line(row), flush=True)

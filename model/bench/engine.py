@@ -104,16 +104,23 @@ def bad_args(a, own: str | None = None) -> int | None:
     return None
 
 
-def setup_or_record(bench) -> bool:
-    """``bench.setup()``; on an exception, print it, add it to ``bench.res["errors"]`` as the
-    "setup" section, save the result file (``bench.save()``) and return False."""
+def record_error(bench, section: str) -> str:
+    """Inside an ``except``: print the traceback, add it to ``bench.res["errors"]`` under
+    ``section`` and return its last line (the exception, for a result row)."""
     import traceback
+    traceback.print_exc()
+    bench.res["errors"].append({"section": section, "error": traceback.format_exc(limit=6)})
+    return traceback.format_exc(limit=1).splitlines()[-1]
+
+
+def setup_or_record(bench) -> bool:
+    """``bench.setup()``; on an exception, record it as the "setup" section, save the result
+    file (``bench.save()``) and return False."""
     try:
         bench.setup()
         return True
     except Exception:
-        traceback.print_exc()
-        bench.res["errors"].append({"section": "setup", "error": traceback.format_exc(limit=6)})
+        record_error(bench, "setup")
         bench.save()
         return False
 

@@ -36,12 +36,11 @@ import json
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
-from model.bench.engine import add_model_args, bad_args, setup_or_record
+from model.bench.engine import add_model_args, bad_args, record_error, setup_or_record
 from model.bench.stats import pct
 
 AUTHORS_ESTIMATE_MS = 312
@@ -311,8 +310,7 @@ class TurnBench:
                 try:
                     r = self.phase(live)
                 except Exception:
-                    traceback.print_exc()
-                    self.res["errors"].append({"section": f"live={live}", "error": traceback.format_exc(limit=6)})
+                    record_error(self, f"live={live}")
                     continue
                 self.res["live"][str(live)] = r
                 self.res[f"e2e_first_audio_ms_p50_{live}_live"] = r["e2e_ms_p50"]

@@ -188,9 +188,10 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
 
 
 def test_a_failing_setup_is_recorded_and_saved():
-    """capacity's and turn's shared set-up guard: the error goes into the result file, which
-    is saved, and the run is told to stop; a good set-up is left alone."""
-    from model.bench.engine import setup_or_record
+    """capacity's and turn's shared error record: a failed set-up goes into the result file,
+    which is saved, and the run is told to stop; a good set-up is left alone; a failed phase
+    is recorded under its section and named in one line for its row."""
+    from model.bench.engine import record_error, setup_or_record
 
     class Bench:
         def __init__(self, fail):
@@ -206,3 +207,8 @@ def test_a_failing_setup_is_recorded_and_saved():
     assert setup_or_record(bad) is False and bad.saved == 1
     assert bad.res["errors"][0]["section"] == "setup" and "no GPU memory left" in bad.res["errors"][0]["error"]
     assert setup_or_record(good) is True and good.saved == 0 and good.res["errors"] == []
+    try:
+        raise ValueError("N=4 ran out of memory")
+    except ValueError:
+        assert record_error(good, "n=4") == "ValueError: N=4 ran out of memory"
+    assert good.res["errors"][0]["section"] == "n=4"
