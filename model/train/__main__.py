@@ -2,8 +2,9 @@
 
 * Writes an untrained checkpoint into OUT_DIR (model/train/checkpoint.py) unless one is
   there; ``--init DIR`` copies a trained one instead, to train it further.
-* Trains on the curriculum (model/train/recipe.py; ``--mix`` picks the episode kinds),
-  with progress on stderr and a resumable state in OUT_DIR/train_state.pt (run the same
+* Trains on the curriculum (model/train/recipe.py; ``--mix`` picks the episode kinds,
+  ``--size`` the shape of a fresh model, ``--workers N`` makes batches in N processes
+  ahead: the same batches), with progress on stderr and a resumable state in OUT_DIR/train_state.pt (run the same
   command again to resume).
 * Saves the weights in place, writes OUT_DIR/aura_train.json (the recipe's settings, and
   the --init checkpoint's) and removes the state.
@@ -29,8 +30,12 @@ def parse(argv):
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     ap.add_argument("--start-level", type=float, default=0.0,
                     help="curriculum level to start at, 0..1 (1: long streams from the first step)")
-    ap.add_argument("--mix", choices=("colours", "drill"), default="colours",
+    ap.add_argument("--mix", choices=("colours", "drill", "drill2", "drill3"), default="colours",
                     help="episode kinds (model/train/recipe.py MIXES)")
+    ap.add_argument("--size", choices=("small", "wide"), default="small",
+                    help="model shape for a fresh run (model/train/checkpoint.py SIZES)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes that make batches ahead (0: in the training process)")
     ap.add_argument("--init", type=Path, metavar="DIR",
                     help="start from this trained checkpoint's weights instead of random ones")
     return ap.parse_args(argv)
@@ -42,6 +47,8 @@ def run(args) -> Path:
     from model.pixels import ChunkPixels
     from model.prompt import Layout, Specials
     from model.train import checkpoint
+    from model.train.batch import prepare
+    from model.train.prefetch import Prefetch
     from model.train.recipe import Curriculum
     from model.train.trainer import TrainConfig, stderr_progress, train
     from app.config import EngineConfig
@@ -52,25 +59,32 @@ def run(args) -> Path:
         if args.init:
             checkpoint.copy_weights(args.init, out)
         else:
-            checkpoint.init(out, seed=args.seed)
+            checkpoint.init(out, seed=args.seed, size=checkpoint.SIZES[args.size])
     tok = AutoTokenizer.from_pretrained(out)
     hf = Qwen3VLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
     engine = EngineConfig(model=str(out), max_pixels=checkpoint.MAX_PIXELS)
     layout = Layout.for_config(tok, Specials.from_tokenizer(tok), engine)
-    prep = ChunkPixels(AutoVideoProcessor.from_pretrained(out), checkpoint.MAX_PIXELS, args.device)
+    cpu_prep = ChunkPixels(AutoVideoProcessor.from_pretrained(out), checkpoint.MAX_PIXELS, "cpu")
     merge = hf.config.vision_config.spatial_merge_size
 
     def grid_of(frames):
-        _, h, w = prep.grid_for(*frames[0].shape[:2])
+        _, h, w = cpu_prep.grid_for(*frames[0].shape[:2])
         return h // merge, w // merge
     source = Curriculum(layout, grid_of, cfg.steps, cfg.batch, cfg.seed, args.loss,
                         start_level=args.start_level, mix=args.mix)
-    losses = train(hf, prep, source, cfg, stderr_progress, state_dir=out)
+    if args.workers:     # forked before CUDA starts; the workers make the pixel rows on the CPU
+        with Prefetch(lambda step: prepare(cpu_prep, source(step)), args.workers) as ahead:
+            losses = train(hf, cpu_prep, ahead, cfg, stderr_progress, state_dir=out)
+    else:
+        prep = cpu_prep if args.device == "cpu" else ChunkPixels(
+            AutoVideoProcessor.from_pretrained(out), checkpoint.MAX_PIXELS, args.device)
+        losses = train(hf, prep, source, cfg, stderr_progress, state_dir=out)
     checkpoint.save(hf, out)
     (out / "train_state.pt").unlink(missing_ok=True)
     (out / "aura_train.json").write_text(json.dumps(
         {"recipe": "python -m model.train", "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
          "seed": cfg.seed, "loss": args.loss, "start_level": args.start_level, "mix": args.mix,
+         "size": args.size if args.init is None else None, "device": args.device,
          "init": _init_recipe(args.init), "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
     return out
 
@@ -85,9 +99,10 @@ def _init_recipe(init: Path | None):
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    if args.steps < 1 or args.batch < 1 or not args.lr > 0 or args.threads < 1 or not 0 <= args.start_level <= 1:
-        print("error: --steps, --batch, --threads must be >= 1, --lr > 0, --start-level in [0, 1]",
-              file=sys.stderr)
+    if args.steps < 1 or args.batch < 1 or not args.lr > 0 or args.threads < 1 or args.workers < 0 \
+            or not 0 <= args.start_level <= 1:
+        print("error: --steps, --batch, --threads must be >= 1, --workers >= 0, --lr > 0, "
+              "--start-level in [0, 1]", file=sys.stderr)
         return 2
     if args.out_dir.exists() and not args.out_dir.is_dir():
         print(f"error: {args.out_dir} exists and is not a directory", file=sys.stderr)

@@ -7,7 +7,8 @@ The tokenizer is a byte-level BPE trained on the task's own sentences (so colour
 and the acknowledgement are a few tokens each); special tokens, chat template and
 pre-tokenizer are model/tiny.py's. ``save(hf_model, out_dir)`` writes trained weights
 (float32 safetensors). ``MAX_PIXELS`` is the pixel budget the model is trained and served
-at (64x64 over two frames: a 2x2 or 1x2 merged grid per chunk). ``copy_weights(src, out)``
+at (64x64 over two frames: a 2x2 or 1x2 merged grid per chunk). ``SIZES`` names the
+model shapes ``init`` takes. ``copy_weights(src, out)``
 copies a trained checkpoint (not its training record) to train it further.
 """
 from __future__ import annotations
@@ -22,6 +23,10 @@ MAX_PIXELS = 2 * 64 * 64
 BPE_VOCAB = 600
 # text hidden, layers, heads, kv heads, head dim, mlp; vision depth and hidden
 SIZE = dict(hidden=96, layers=3, heads=4, kv_heads=2, head_dim=24, mlp=192, vdepth=1, vhidden=32)
+# named sizes for ``python -m model.train --size``; "wide" has a power-of-two head dim (the
+# fast backend's kernels need one) and stays under 5 MB of float32 weights
+SIZES = {"small": SIZE,
+         "wide": dict(hidden=128, layers=4, heads=4, kv_heads=2, head_dim=32, mlp=256, vdepth=1, vhidden=32)}
 
 
 def corpus() -> list[str]:

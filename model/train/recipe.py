@@ -9,7 +9,9 @@ linearly to ``MAX_STREAM_S`` / ``MAX_GAP_S`` over the first ``RAMP`` of the step
 later batches cover window cuts (N + N' = 45 s) and QA-window history.
 ``start_level`` (0..1) starts the ramp part-way (continuing a trained model).
 ``mix`` picks the episode kinds: ``MIXES["colours"]`` (the first recipe) or ``MIXES["drill"]``
-(alert drill: fast worlds where only the named colour predicts the alert; see tasks.py).
+(alert drill: fast worlds where only the named colour predicts the alert; see tasks.py) or
+``MIXES["drill2"]`` (the drill with half its waiting late in long streams) or
+``MIXES["drill3"]`` (waiting anywhere in streams of up to ~100 s, more slow-world alerts).
 """
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ from model.train import tasks
 from model.train.samples import Windows, build_samples
 
 MIXES = {"colours": (("qa", 0.25), ("alert", 0.5), ("negative", 0.25)),
-         "drill": (("qa", 0.15), ("chase", 0.4), ("miss", 0.25), ("alert", 0.1), ("negative", 0.1))}
+         "drill": (("qa", 0.15), ("chase", 0.4), ("miss", 0.25), ("alert", 0.1), ("negative", 0.1)),
+         "drill2": (("qa", 0.15), ("chase", 0.2), ("chase_late", 0.2), ("miss", 0.1), ("miss_late", 0.15),
+                    ("alert", 0.1), ("negative", 0.1)),
+         "drill3": (("qa", 0.15), ("chase", 0.1), ("chase_any", 0.3), ("miss", 0.05), ("miss_any", 0.15),
+                    ("alert", 0.15), ("negative", 0.1))}
 MIN_STREAM_S, MAX_STREAM_S = 10.0, 70.0
 MIN_GAP_S, MAX_GAP_S = 3.0, 25.0
 RAMP = 0.6

@@ -15,7 +15,11 @@ Contract:
   ``miss`` are the same two in a fast world (1.5..6 s segments), asked in the first 4 s, where
   the target comes after 0 to 4 other changes at any gap, so neither "the first change" nor
   "a few seconds after the question" predicts the alert, and most of the sample's silent
-  turns are waiting ones (the balanced loss gives them 1/N_silent each).
+  turns are waiting ones (the balanced loss gives them 1/N_silent each); ``chase_late`` and
+  ``miss_late`` ask anywhere in the first half of the stream instead, so the waiting also
+  happens late in long streams (window cuts, QA-window text); ``chase_any`` and
+  ``miss_any`` ask anywhere in the stream, and mostly follow the alert with a colour
+  question (so the silence after an alert is supervised).
 * ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks
   by ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
   chunk early), then scripted; ``chunk_frames(frames, asks)`` the same for any frames.
@@ -164,6 +168,11 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
         return _never_comes(rng, world, tq, ta) or episode(rng, kind, duration_s, max_gap_s, after_s)
     if kind in ("chase", "miss"):
         return _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
+    if kind in ("chase_late", "miss_late"):
+        return _fast_episode(rng, kind[:-5], duration_s, max_gap_s, after_s, ask_by_s=duration_s)
+    if kind in ("chase_any", "miss_any"):
+        return _fast_episode(rng, kind[:-4], duration_s, max_gap_s, after_s, ask_by_s=duration_s,
+                             ask_frac=1.0, ask_after=0.8)
     raise ValueError(f"episode: unknown kind {kind!r}")
 
 
@@ -171,9 +180,10 @@ FAST_SEG_S = (1.5, 6.0)
 EARLY_ASK_S = 4.0     # asked early: most silent turns of the sample are waiting ones
 
 
-def _fast_episode(rng, kind: str, duration_s: float, max_gap_s: float, after_s: float):
+def _fast_episode(rng, kind: str, duration_s: float, max_gap_s: float, after_s: float,
+                  ask_by_s: float = EARLY_ASK_S, ask_frac: float = 0.5, ask_after: float = 0.4):
     world = World.random(rng, duration_s + 40.0, min_seg_s=FAST_SEG_S[0], max_seg_s=FAST_SEG_S[1])
-    tq = _round(float(rng.uniform(0.6, max(1.0, min(duration_s / 2, EARLY_ASK_S)))))
+    tq = _round(float(rng.uniform(0.6, max(1.0, min(duration_s * ask_frac, ask_by_s)))))
     current = world.colour_at(tq)
     if kind == "chase":
         first: dict[str, float] = {}                       # colour -> its first start after tq
@@ -181,18 +191,19 @@ def _fast_episode(rng, kind: str, duration_s: float, max_gap_s: float, after_s: 
             if s > tq + 0.6 and c != current and c not in first and s <= tq + max_gap_s:
                 first[c] = s
         if not first:
-            return _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
+            return _fast_episode(rng, kind, duration_s, max_gap_s, after_s, ask_by_s, ask_frac, ask_after)
         target = list(first)[rng.integers(len(first))]
         event = first[target]
         asks = [Ask(tq, ask_when(rng, target), target)]
         end = event + float(rng.uniform(1.5, after_s))
-        if rng.random() < 0.4:                             # a colour question after the alert
+        if rng.random() < ask_after:                       # a colour question after the alert
             ta = _round(event + float(rng.uniform(1.5, after_s + 4)))
             asks.append(Ask(ta, ask_colour(rng)))
             end = max(end, ta + 0.5)
         return _cut(world, end), asks
     ta = _round(tq + float(rng.uniform(3.0, max(4.0, max_gap_s))))
-    return _never_comes(rng, world, tq, ta) or _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
+    return _never_comes(rng, world, tq, ta) or _fast_episode(rng, kind, duration_s, max_gap_s, after_s, ask_by_s,
+                                                             ask_frac, ask_after)
 
 
 def _never_comes(rng, world: World, tq: float, ta: float):

@@ -12,6 +12,8 @@ from model.train.checkpoint import copy_weights
     (["--init", "{tmp}/nowhere"], "holds no model.safetensors"),
     (["--mix", "dance"], "invalid choice: 'dance'"),
     (["--start-level", "2"], "--start-level in [0, 1]"),
+    (["--workers", "-1"], "--workers >= 0"),
+    (["--size", "huge"], "invalid choice: 'huge'"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, extra, says):
     argv = [str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in extra]]
@@ -51,3 +53,16 @@ def test_init_trains_the_shipped_model_further_and_records_the_chain(tmp_path):
     assert (out / "tokenizer.json").read_bytes() == (TRAINED_VLM / "tokenizer.json").read_bytes()
     before, after = load_file(TRAINED_VLM / "model.safetensors"), load_file(out / "model.safetensors")
     assert before.keys() == after.keys() and any(not (before[k] == after[k]).all() for k in before)
+
+
+def test_workers_make_the_same_batches_and_size_picks_the_shape(tmp_path):
+    """Two steps of a fresh "wide" model with batches made by two worker processes end at
+    the loss of the same two steps made in the training process."""
+    import json
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main([str(out), "--size", "wide", "--steps", "2", "--batch", "2", "--workers", workers]) == 0
+    runs = [json.loads((tmp_path / f"w{w}" / "aura_train.json").read_text()) for w in "02"]
+    assert runs[0]["size"] == "wide" and runs[0]["final_loss"] == runs[1]["final_loss"]
+    config = json.loads((tmp_path / "w2" / "config.json").read_text())
+    assert config["text_config"]["head_dim"] == 32 and config["text_config"]["num_hidden_layers"] == 4

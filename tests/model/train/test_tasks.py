@@ -57,3 +57,25 @@ def test_miss_episodes_never_show_the_awaited_colour_and_end_with_a_colour_quest
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown kind 'dance'"):
         tasks.episode(np.random.default_rng(0), "dance", 10.0)
+
+
+def test_late_drill_kinds_ask_anywhere_in_the_first_half_with_the_same_promises():
+    late = _drawn("chase_late", duration=70.0, gap=25.0)
+    assert max(asks[0].t_s for _, asks in late) > 20.0
+    for world, asks in late:
+        ask = asks[0]
+        assert ask.t_s <= 35.0 and ask.target != world.colour_at(ask.t_s)
+        alerts = [r for r in _script(world, asks) if r.answer == tasks.alert(ask.target)]
+        assert len(alerts) == 1 and alerts[0].t_s > ask.t_s
+    for world, asks in _drawn("miss_late", n=10, duration=70.0, gap=25.0):
+        recs = _script(world, asks)
+        assert not any(r.answer and r.answer.startswith("The background turned") for r in recs)
+
+
+def test_any_drill_kinds_ask_late_in_long_streams_and_mostly_ask_again_after_the_alert():
+    drawn = _drawn("chase_any", duration=70.0, gap=25.0)
+    assert max(asks[0].t_s for _, asks in drawn) > 40.0
+    assert sum(len(asks) == 2 for _, asks in drawn) >= 0.6 * len(drawn)
+    for world, asks in drawn:
+        alerts = [r for r in _script(world, asks) if r.answer == tasks.alert(asks[0].target)]
+        assert len(alerts) == 1 and alerts[0].t_s > asks[0].t_s
