@@ -19,6 +19,7 @@ from pathlib import Path
 
 
 def parse(argv):
+    from model.train.recipe import MIXES
     ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--steps", type=int, default=1500)
@@ -30,7 +31,7 @@ def parse(argv):
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     ap.add_argument("--start-level", type=float, default=0.0,
                     help="curriculum level to start at, 0..1 (1: long streams from the first step)")
-    ap.add_argument("--mix", choices=("colours", "drill", "drill2", "drill3"), default="colours",
+    ap.add_argument("--mix", choices=tuple(MIXES), default="colours",
                     help="episode kinds (model/train/recipe.py MIXES)")
     ap.add_argument("--size", choices=("small", "wide"), default="small",
                     help="model shape for a fresh run (model/train/checkpoint.py SIZES)")

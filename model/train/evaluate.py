@@ -13,7 +13,11 @@ chunk's last frame and no other); alerts on time (the first proactive reply afte
 when-question comes at the event chunk or the next and names the colour), early (before
 the event), missed; false alarms (spoken steps among the steps where silence is right,
 the one late-by-one alert excepted); acknowledgements. ``long`` streams (60..90 s) let the
-video window grow to 45 chunks and be cut, ``short`` ones (15..30 s) do not.
+video window grow to 45 chunks and be cut, ``short`` ones (15..30 s) do not. ``chase``
+streams are the alert drill's (fast world, the awaited colour after 0 to 4 other changes):
+``alert_past_change_pct`` is the on-time share where another change came first, the one
+figure a model that alerts at the first change cannot pass (short and long streams
+rarely put a change before the awaited one).
 """
 from __future__ import annotations
 
@@ -105,7 +109,8 @@ def summary(tally: dict) -> dict:
     return {"qa_correct_pct": pct("qa_ok", "qa"), "ack_pct": pct("ack_ok", "ack"),
             "alert_on_time_pct": pct("alert_ok", "alerts"), "alert_early_pct": pct("alert_early", "alerts"),
             "alert_missed_pct": pct("alert_missed", "alerts"),
-            "false_alarm_pct": pct("false_alarms", "silent_steps"), **tally}
+            "false_alarm_pct": pct("false_alarms", "silent_steps"),
+            "alert_past_change_pct": pct("past_change_ok", "past_change"), **tally}
 
 
 def load(model_dir: Path):
@@ -116,19 +121,35 @@ def load(model_dir: Path):
     return AuraModel.load(EngineConfig(model=str(model_dir), device="cpu", max_pixels=MAX_PIXELS))
 
 
+def changes_first(world, asks) -> int:
+    """How many other changes come between the when-question and its event."""
+    when = next(a for a in asks if tasks.parse_target(a.text))
+    target = tasks.parse_target(when.text)
+    event = min(s for s, c in world.changes() if c == target and s > when.t_s)
+    return sum(1 for s, _ in world.changes() if when.t_s < s < event)
+
+
+GROUPS = (("short", False, None), ("long", True, None), ("chase", False, "chase"))
+
+
 def evaluate(model_dir: Path, streams: int, seed: int = 0, progress=None) -> dict:
     from collections import Counter
     model = load(model_dir)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for long in (False, True):
+        for name, long, kind in GROUPS:
             tally = Counter()
             for k in range(streams):
-                expected, got = replay_stream(model, *held_out(seed + k, long), Path(tmp))
+                world, asks = held_out(seed + k, long, kind)
+                expected, got = replay_stream(model, world, asks, Path(tmp))
+                before = tally["alert_ok"]
                 score(expected, got, tally)
+                if kind == "chase" and changes_first(world, asks):
+                    tally["past_change"] += 1
+                    tally["past_change_ok"] += tally["alert_ok"] - before
                 if progress:
-                    progress(f"{'long' if long else 'short'} stream {k + 1}/{streams}: {dict(tally)}")
-            out["long" if long else "short"] = summary(tally)
+                    progress(f"{name} stream {k + 1}/{streams}: {dict(tally)}")
+            out[name] = summary(tally)
     return out
 
 

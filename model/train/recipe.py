@@ -11,7 +11,8 @@ later batches cover window cuts (N + N' = 45 s) and QA-window history.
 ``mix`` picks the episode kinds: ``MIXES["colours"]`` (the first recipe) or ``MIXES["drill"]``
 (alert drill: fast worlds where only the named colour predicts the alert; see tasks.py) or
 ``MIXES["drill2"]`` (the drill with half its waiting late in long streams) or
-``MIXES["drill3"]`` (waiting anywhere in streams of up to ~100 s, more slow-world alerts).
+``MIXES["drill3"]`` (waiting anywhere in streams of up to ~100 s, more slow-world alerts) or
+``MIXES["snap"]`` (short drill streams: distractor changes weigh more in the balanced loss).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ MIXES = {"colours": (("qa", 0.25), ("alert", 0.5), ("negative", 0.25)),
          "drill2": (("qa", 0.15), ("chase", 0.2), ("chase_late", 0.2), ("miss", 0.1), ("miss_late", 0.15),
                     ("alert", 0.1), ("negative", 0.1)),
          "drill3": (("qa", 0.15), ("chase", 0.1), ("chase_any", 0.3), ("miss", 0.05), ("miss_any", 0.15),
-                    ("alert", 0.15), ("negative", 0.1))}
+                    ("alert", 0.15), ("negative", 0.1)),
+         "snap": (("qa", 0.1), ("chase_snap", 0.55), ("miss_snap", 0.35))}
 MIN_STREAM_S, MAX_STREAM_S = 10.0, 70.0
 MIN_GAP_S, MAX_GAP_S = 3.0, 25.0
 RAMP = 0.6

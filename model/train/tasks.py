@@ -19,7 +19,9 @@ Contract:
   ``miss_late`` ask anywhere in the first half of the stream instead, so the waiting also
   happens late in long streams (window cuts, QA-window text); ``chase_any`` and
   ``miss_any`` ask anywhere in the stream, and mostly follow the alert with a colour
-  question (so the silence after an alert is supervised).
+  question (so the silence after an alert is supervised); ``chase_snap`` and ``miss_snap``
+  are short streams (at most ``SNAP_S``, the event within ``SNAP_GAP_S``), where a sample has
+  few silent turns, so each distractor's silence weighs 1/N_silent of a few.
 * ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks
   by ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
   chunk early), then scripted; ``chunk_frames(frames, asks)`` the same for any frames.
@@ -170,6 +172,8 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
         return _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
     if kind in ("chase_late", "miss_late"):
         return _fast_episode(rng, kind[:-5], duration_s, max_gap_s, after_s, ask_by_s=duration_s)
+    if kind in ("chase_snap", "miss_snap"):               # short: the distractors weigh more
+        return _fast_episode(rng, kind[:-5], min(duration_s, SNAP_S), min(max_gap_s, SNAP_GAP_S), 3.0)
     if kind in ("chase_any", "miss_any"):
         return _fast_episode(rng, kind[:-4], duration_s, max_gap_s, after_s, ask_by_s=duration_s,
                              ask_frac=1.0, ask_after=0.8)
@@ -178,6 +182,7 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
 
 FAST_SEG_S = (1.5, 6.0)
 EARLY_ASK_S = 4.0     # asked early: most silent turns of the sample are waiting ones
+SNAP_S, SNAP_GAP_S = 10.0, 9.0    # the snap kinds' stream and question-to-event bounds
 
 
 def _fast_episode(rng, kind: str, duration_s: float, max_gap_s: float, after_s: float,

@@ -53,3 +53,12 @@ def test_early_late_wrong_and_false_alarm_are_told_apart():
     assert too_late["alert_missed"] == 1 and too_late["false_alarms"] == 1
     wrong = _score({1.5: "The background is green.", 3.5: "The background turned blue."})
     assert wrong["qa_correct_pct"] == 0.0 and wrong["ack_pct"] == 0.0 and wrong["alert_missed"] == 1
+
+
+def test_changes_before_the_awaited_colour_are_counted():
+    """The figure that tells a colour comparison from "alert at the first change": WORLD
+    turns green before the awaited blue (one change first); asked for green, none."""
+    from model.train.evaluate import changes_first
+    assert changes_first(WORLD, ASKS) == 1
+    assert changes_first(WORLD, [tasks.Ask(3.5, "Tell me when the background turns green.")]) == 0
+    assert _score({})["alert_past_change_pct"] is None          # only chase streams count it
