@@ -13,23 +13,33 @@ pytest.importorskip("cv2")
 from model.train.world import World  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
-    """One replay through `launch.py replay --preset offline` (in process, app.replay.main)
-    of red 0-6.3 s, blue 6.3-10 s, green after; a colour question at 2 s and a
-    when-question at 3 s. Built once per module."""
+def _replay(tmp, world, asks):
+    """One replay through `launch.py replay --preset offline` (in process, app.replay.main)."""
     from app.config import build_config
     from app.replay import main
-    tmp = tmp_path_factory.mktemp("trained-replay")
-    video = World.scripted([(0.0, "red"), (6.3, "blue"), (10.0, "green")], 14.0).write_video(
-        tmp / "world.mp4", 10.0, 120, 160)
+    video = world.write_video(tmp / "world.mp4", 10.0, 120, 160)
     cfg = build_config({"app": {"preset": "offline"}, "engine": {"device": "cpu"}})
     out = tmp / "out.jsonl"
-    rc = main(cfg, str(video), ["2:What colour is the background?",
-                                "3:Tell me when the background turns blue."],
-              str(out), False, False, cache_dir=tmp / "cache")
-    assert rc == 0
+    assert main(cfg, str(video), asks, str(out), False, False, cache_dir=tmp / "cache") == 0
     return [json.loads(x) for x in out.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory):
+    """Red 0-6.3 s, blue 6.3-10 s, green after; a colour question at 2 s and a when-question
+    for blue at 3 s. Built once per module."""
+    return _replay(tmp_path_factory.mktemp("trained-replay"),
+                   World.scripted([(0.0, "red"), (6.3, "blue"), (10.0, "green")], 14.0),
+                   ["2:What colour is the background?", "3:Tell me when the background turns blue."])
+
+
+@pytest.fixture(scope="module")
+def replayed_past_a_distractor(tmp_path_factory):
+    """Red 0-6.3 s, green 6.3-10.4 s, blue 10.4-14 s, yellow after; a when-question for blue
+    at 3 s: the first change (to green) is not the one asked for."""
+    return _replay(tmp_path_factory.mktemp("trained-replay-distractor"),
+                   World.scripted([(0.0, "red"), (6.3, "green"), (10.4, "blue"), (14.0, "yellow")], 18.0),
+                   ["3:Tell me when the background turns blue."])
 
 
 def replies(records):
@@ -42,18 +52,30 @@ def test_the_colour_question_is_answered_with_the_visible_colour(replayed):
     assert "red" in answer.lower() and not any(c in answer.lower() for c in ("blue", "green", "yellow"))
 
 
-@pytest.mark.xfail(strict=False, reason="measured 2026-12-05: the shipped model alerts at 9 s, two "
-                   "chunks after blue appears (alerts on time 0% on held-out streams, docs/training.md)")
+def _one_alert(got, ask_t: float, when: tuple[float, ...], colour: str) -> None:
+    assert [text for t, text, _ in got if t == ask_t] == ["OK, I will let you know then."]
+    proactive = [(t, text) for t, text, p in got if p]
+    assert len(proactive) == 1, got
+    t, text = proactive[0]
+    assert t in when and colour in text.lower(), got
+
+
 def test_the_when_question_is_acknowledged_then_alerted_once_within_one_chunk(replayed):
     """Blue first shows at the end of the chunk ending at 7 s: the alert names blue at 7 or
     8 s, never before, once; no other remark (not at the change to green either)."""
     got = replies(replayed)
-    assert [text for t, text, _ in got if t == 3.0] == ["OK, I will let you know then."]
-    proactive = [(t, text) for t, text, p in got if p]
-    assert len(proactive) == 1, got
-    t, text = proactive[0]
-    assert t in (7.0, 8.0) and "blue" in text.lower()
+    _one_alert(got, 3.0, (7.0, 8.0), "blue")
     assert len(got) == 3
+
+
+@pytest.mark.xfail(strict=False, reason="measured 2026-12-06: the shipped model alerts at 7 s, at the "
+                   "change to green (held-out short streams: 1 of 27 alerts early; docs/training.md)")
+def test_the_alert_waits_past_a_change_to_another_colour(replayed_past_a_distractor):
+    """Blue first shows at the end of the chunk ending at 11 s: the alert names blue at 11
+    or 12 s, not at the change to green (7 s) nor to yellow; nothing else is said."""
+    got = replies(replayed_past_a_distractor)
+    _one_alert(got, 3.0, (11.0, 12.0), "blue")
+    assert len(got) == 2
 
 
 def test_the_offline_engine_is_the_shipped_model_at_its_pixel_budget():
