@@ -2,10 +2,10 @@
 
 * Writes an untrained checkpoint into OUT_DIR (model/train/checkpoint.py) unless one is
   there; ``--init DIR`` copies a trained one instead, to train it further.
-* Trains on the curriculum (model/train/recipe.py; ``--mix`` picks the episode kinds,
-  ``--size`` the shape of a fresh model, ``--workers N`` makes batches in N processes
-  ahead: the same batches), with progress on stderr and a resumable state in OUT_DIR/train_state.pt (run the same
-  command again to resume).
+* Trains on the curriculum (model/train/recipe.py), with progress on stderr and a
+  resumable state in OUT_DIR/train_state.pt (run the same command again to resume).
+  ``--mix`` picks the episode kinds, ``--size`` the shape of a fresh model; ``--workers N``
+  makes the batches in N processes ahead (the same batches, faster).
 * Saves the weights in place, writes OUT_DIR/aura_train.json (the recipe's settings, and
   the --init checkpoint's) and removes the state.
 * Bad arguments, or a folder that already holds a finished run: one line, exit code 2.
