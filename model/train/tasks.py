@@ -168,15 +168,13 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
         tq = _round(float(rng.uniform(0.6, max(1.0, duration_s / 2))))
         ta = _round(tq + float(rng.uniform(3.0, max(4.0, min(29.0, duration_s - tq)))))
         return _never_comes(rng, world, tq, ta) or episode(rng, kind, duration_s, max_gap_s, after_s)
-    if kind in ("chase", "miss"):
-        return _fast_episode(rng, kind, duration_s, max_gap_s, after_s)
-    if kind in ("chase_late", "miss_late"):
-        return _fast_episode(rng, kind[:-5], duration_s, max_gap_s, after_s, ask_by_s=duration_s)
-    if kind in ("chase_snap", "miss_snap"):               # short: the distractors weigh more
-        return _fast_episode(rng, kind[:-5], min(duration_s, SNAP_S), min(max_gap_s, SNAP_GAP_S), 3.0)
-    if kind in ("chase_any", "miss_any"):
-        return _fast_episode(rng, kind[:-4], duration_s, max_gap_s, after_s, ask_by_s=duration_s,
-                             ask_frac=1.0, ask_after=0.8)
+    base, _, variant = kind.partition("_")
+    if base in ("chase", "miss") and variant in ("", "late", "any", "snap"):
+        if variant == "snap":                               # short: the distractors weigh more
+            return _fast_episode(rng, base, min(duration_s, SNAP_S), min(max_gap_s, SNAP_GAP_S), 3.0)
+        late = {"": {}, "late": dict(ask_by_s=duration_s),
+                "any": dict(ask_by_s=duration_s, ask_frac=1.0, ask_after=0.8)}[variant]
+        return _fast_episode(rng, base, duration_s, max_gap_s, after_s, **late)
     raise ValueError(f"episode: unknown kind {kind!r}")
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.test_browser import (CHROMIUM, MEDIA_ARGS, QUIET_ARGS, _start_stream, _wait_for,  # noqa: F401
-                                   _wait_until_no_session, server)
+from tests.ui.harness import CHROMIUM, chromium
+from tests.ui.test_browser import _start_stream, _wait_for, _wait_until_no_session, server  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -59,9 +59,7 @@ def _world_chromium(p, d: Path, world):
     microphone is silence (the default fake mic beeps, which the VAD would take for speech)."""
     cam = world.write_video(d / "cam.y4m", 10.0, 240, 320)
     subprocess.run(["sox", "-q", "-n", "-r", "48000", "-c", "1", str(d / "mic.wav"), "trim", "0", "5"], check=True)
-    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-        *QUIET_ARGS, *MEDIA_ARGS, f"--use-file-for-fake-video-capture={cam}",
-        f"--use-file-for-fake-audio-capture={d / 'mic.wav'}"])
+    return chromium(p, {"cam": cam, "mic": d / "mic.wav"})
 
 
 @pytest.fixture(scope="module")
