@@ -34,7 +34,11 @@ def corpus() -> list[str]:
     lines = [BENCHMARK_SYSTEM_PROMPT, "user\n<0.5 seconds>", "assistant\n", "system\n", tasks.ACK]
     for c in NAMES:
         lines += [tasks.answer_colour(c), tasks.alert(c)] + [q.format(c=c) for q in tasks.ASK_WHEN]
-    return lines + list(tasks.ASK_COLOUR)
+    lines += list(tasks.ASK_COLOUR) + list(tasks.ASK_WAITING) + [tasks.NOTHING]
+    for c in NAMES:
+        lines += [tasks.answer_waiting(c), tasks.answer_is(c, c), tasks.answer_is("red" if c != "red" else "blue", c)]
+        lines += [q.format(c=c) for q in tasks.ASK_IS]
+    return lines
 
 
 def tokenizer():

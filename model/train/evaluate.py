@@ -12,7 +12,8 @@ Figures (``score``): QA correct (the reply to a colour question names the colour
 chunk's last frame and no other); alerts on time (the first proactive reply after a
 when-question comes at the event chunk or the next and names the colour), early (before
 the event), missed; false alarms (spoken steps among the steps where silence is right,
-the one late-by-one alert excepted); acknowledgements. ``long`` streams (60..90 s) let the
+the one late-by-one alert excepted); acknowledgements; status and yes/no answers (the
+script's exact sentence; the held-out groups ask neither). ``long`` streams (60..90 s) let the
 video window grow to 45 chunks and be cut, ``short`` ones (15..30 s) do not. ``chase``
 streams are the alert drill's (fast world, the awaited colour after 0 to 4 other changes):
 ``alert_past_change_pct`` is the on-time share where another change came first, the one
@@ -74,6 +75,11 @@ def score(expected, got, tally: dict) -> None:
     excused = set()
     waiting = None      # (index of the when-question, target)
     for i, rec in enumerate(expected):
+        if rec.question is not None and (tasks.is_status(rec.question) or tasks.parse_check(rec.question)):
+            key = "status" if tasks.is_status(rec.question) else "check"   # the script's exact answer
+            tally[key] += 1
+            tally[f"{key}_ok"] += int(spoke[i] and text[i].strip() == rec.answer)
+            continue
         if rec.question is not None:
             target = tasks.parse_target(rec.question)
             if target is None:
@@ -110,7 +116,8 @@ def summary(tally: dict) -> dict:
             "alert_on_time_pct": pct("alert_ok", "alerts"), "alert_early_pct": pct("alert_early", "alerts"),
             "alert_missed_pct": pct("alert_missed", "alerts"),
             "false_alarm_pct": pct("false_alarms", "silent_steps"),
-            "alert_past_change_pct": pct("past_change_ok", "past_change"), **tally}
+            "alert_past_change_pct": pct("past_change_ok", "past_change"),
+            "status_correct_pct": pct("status_ok", "status"), "check_correct_pct": pct("check_ok", "check"), **tally}
 
 
 def load(model_dir: Path):

@@ -1,18 +1,16 @@
 """The recipe of the shipped tiny AURA: a curriculum of generated streams -> batches.
 
-Contract: ``Curriculum(layout, grid_of, steps, batch, seed, loss)`` is a callable
-``step -> list[Sample]`` (deterministic in ``step``): each step draws fresh episodes
-(``tasks.episode``) with a new seed, cuts them into chunks like replay, unrolls them
-(``samples.build_samples``) and takes ``batch`` samples. Early steps use short streams with
-the event soon after the question; the stream length and the question-to-event gap grow
-linearly to ``MAX_STREAM_S`` / ``MAX_GAP_S`` over the first ``RAMP`` of the steps, so the
-later batches cover window cuts (N + N' = 45 s) and QA-window history.
-``start_level`` (0..1) starts the ramp part-way (continuing a trained model).
-``mix`` picks the episode kinds: ``MIXES["colours"]`` (the first recipe) or ``MIXES["drill"]``
-(alert drill: fast worlds where only the named colour predicts the alert; see tasks.py) or
-``MIXES["drill2"]`` (the drill with half its waiting late in long streams) or
-``MIXES["drill3"]`` (waiting anywhere in streams of up to ~100 s, more slow-world alerts) or
-``MIXES["snap"]`` (short drill streams: distractor changes weigh more in the balanced loss).
+Contract:
+* ``Curriculum(layout, grid_of, steps, batch, seed, loss, mix=...)`` is a callable
+  ``step -> list[Sample]``, deterministic in ``step``: fresh episodes (``tasks.episode``) per
+  step, cut into chunks like replay, unrolled (``samples.build_samples``), ``batch`` samples.
+* Stream length and question-to-event gap grow linearly to the mix's longest stream
+  (``MAX_S``, else ``MAX_STREAM_S``) and ``MAX_GAP_S`` over the first ``RAMP`` of the steps;
+  ``start_level`` (0..1) starts the ramp part-way.
+* ``MIXES`` name the episode kinds and their shares. The shipped chain is ``status_snap``
+  (short streams) then ``status_long`` (streams to ~100 s, the waiting anywhere). The others
+  (``colours``, ``drill``, ``drill2``, ``drill3``, ``snap``, ``check``) are the earlier runs
+  of docs/training.md.
 """
 from __future__ import annotations
 
@@ -27,7 +25,14 @@ MIXES = {"colours": (("qa", 0.25), ("alert", 0.5), ("negative", 0.25)),
                     ("alert", 0.1), ("negative", 0.1)),
          "drill3": (("qa", 0.15), ("chase", 0.1), ("chase_any", 0.3), ("miss", 0.05), ("miss_any", 0.15),
                     ("alert", 0.15), ("negative", 0.1)),
-         "snap": (("qa", 0.1), ("chase_snap", 0.55), ("miss_snap", 0.35))}
+         "snap": (("qa", 0.1), ("chase_snap", 0.55), ("miss_snap", 0.35)),
+         "check": (("qa", 0.1), ("check", 0.3), ("chase_snap", 0.35), ("miss_snap", 0.25)),
+         "status_snap": (("qa", 0.15), ("chase_snap", 0.15), ("miss_snap", 0.1), ("status_chase_snap", 0.35),
+                         ("status_miss_snap", 0.25)),
+         "status_long": (("qa", 0.15), ("chase", 0.05), ("status_chase", 0.05), ("chase_any", 0.15),
+                         ("status_chase_any", 0.15), ("miss_any", 0.1), ("status_miss_any", 0.05), ("alert", 0.1),
+                         ("status_alert", 0.05), ("negative", 0.1), ("status_chase_snap", 0.05))}
+MAX_S = {"check": 30.0, "status_snap": 30.0}     # a mix's longest stream (default MAX_STREAM_S)
 MIN_STREAM_S, MAX_STREAM_S = 10.0, 70.0
 MIN_GAP_S, MAX_GAP_S = 3.0, 25.0
 RAMP = 0.6
@@ -40,7 +45,7 @@ class Curriculum:
             raise ValueError(f"Curriculum: mix must be one of {sorted(MIXES)}, got {mix!r}")
         self.layout, self.grid_of, self.steps, self.batch = layout, grid_of, steps, batch
         self.seed, self.loss, self.windows, self.start_level = seed, loss, windows, start_level
-        self.mix = MIXES[mix]
+        self.mix, self.max_s = MIXES[mix], MAX_S.get(mix, MAX_STREAM_S)
 
     def level(self, step: int) -> float:
         return min(1.0, self.start_level + step / max(1.0, RAMP * self.steps))
@@ -52,7 +57,7 @@ class Curriculum:
         out: list = []
         while len(out) < self.batch:
             kind = kinds[rng.choice(len(kinds), p=p)]
-            duration = float(rng.uniform(MIN_STREAM_S, MIN_STREAM_S + lv * (MAX_STREAM_S - MIN_STREAM_S)))
+            duration = float(rng.uniform(MIN_STREAM_S, MIN_STREAM_S + lv * (self.max_s - MIN_STREAM_S)))
             gap = MIN_GAP_S + lv * (MAX_GAP_S - MIN_GAP_S)
             world, asks = tasks.episode(rng, kind, duration, max_gap_s=gap)
             size = tasks.SIZES[rng.integers(len(tasks.SIZES))]

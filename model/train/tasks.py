@@ -1,29 +1,29 @@
 """Questions, answers and the per-chunk script of a synthetic stream.
 
 Contract:
-* ``ChunkRecord(frames, start_s, t_s, question, answer)``: one 1-s step of a stream, the
-  unit ``samples.build_samples`` takes (``answer`` = reply text, None = ``<|silent|>``).
-  Fine-tuning from reviews builds the same records from a recording.
-* ``script(chunks, questions)``: the right answer per chunk. "What colour is the
-  background?" (paraphrases) is answered at once with the colour of the chunk's last
-  frame (the present moment); "Tell me when the background turns X." is acknowledged at
-  once (``ACK``), then silent until a chunk's last frame shows X, then ``alert(X)``, once.
-* ``episode(rng, kind, ...)``: a random world and its questions: ``qa`` (colour questions),
-  ``alert`` (a when-question whose colour comes; sometimes other changes first, sometimes a
-  colour question after the alert) or ``negative`` (a when-question whose colour never
-  comes, then a colour question: a non-target change followed by silence); ``chase`` and
-  ``miss`` are the same two in a fast world (1.5..6 s segments), asked in the first 4 s, where
-  the target comes after 0 to 4 other changes at any gap, so neither "the first change" nor
-  "a few seconds after the question" predicts the alert, and most of the sample's silent
-  turns are waiting ones (the balanced loss gives them 1/N_silent each); ``chase_late`` and
-  ``miss_late`` ask anywhere in the first half of the stream instead, so the waiting also
-  happens late in long streams (window cuts, QA-window text); ``chase_any`` and
-  ``miss_any`` ask anywhere in the stream, and mostly follow the alert with a colour
-  question (so the silence after an alert is supervised); ``chase_snap`` and ``miss_snap``
-  are short streams (at most ``SNAP_S``, the event within ``SNAP_GAP_S``), where a sample has
-  few silent turns, so each distractor's silence weighs 1/N_silent of a few.
-* ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks
-  by ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
+* ``ChunkRecord(frames, start_s, t_s, question, answer)``: one 1-s step of a stream, the unit
+  ``samples.build_samples`` takes (``answer`` = reply text, None = ``<|silent|>``). Fine-tuning
+  from reviews builds the same records from a recording.
+* ``script(chunks, questions)``: the right answer per chunk, from the chunk's last frame:
+  - "What colour is the background?": ``answer_colour`` at once;
+  - "Tell me when the background turns X.": ``ACK`` at once, silent until a chunk shows X,
+    then ``alert(X)``, once;
+  - "Which colour are you waiting for?": ``answer_waiting``, whose first word is the awaited
+    colour (``NOTHING`` when none);
+  - "Is the background X?": ``answer_is`` (yes/no).
+* ``episode(rng, kind, ...) -> (World, [Ask])``; the kinds:
+  - ``qa``: colour questions; ``check``: yes/no questions, half of them true;
+  - ``alert``: a when-question whose colour comes (sometimes after other changes);
+    ``negative``: one whose colour never comes, then a colour question;
+  - ``chase`` / ``miss``: the same two in a fast world (1.5..6 s segments), the target after
+    0 to 4 other changes, so neither "the first change" nor "a few seconds" predicts it;
+    suffixes ``_late`` / ``_any`` ask later in long streams, ``_snap`` in short ones;
+  - ``status_<kind>``: ``<kind>`` plus one status question while the when-question waits.
+    It is what teaches the comparison: its answer's first token needs the awaited colour at
+    the decision position, which no silent/speak decision alone ever made the model route
+    there (docs/training.md).
+* ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks by
+  ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
   chunk early), then scripted; ``chunk_frames(frames, asks)`` the same for any frames.
 """
 from __future__ import annotations
@@ -38,6 +38,9 @@ ASK_COLOUR = ("What colour is the background?", "What color is the background?",
               "Which colour is the background now?", "What is the background colour?")
 ASK_WHEN = ("Tell me when the background turns {c}.", "Let me know when the background becomes {c}.",
             "Tell me when it turns {c}.", "Say something when the background is {c}.")
+ASK_IS = ("Is the background {c}?", "Is the background {c} now?", "Is it {c}?")
+ASK_WAITING = ("Which colour are you waiting for?", "What colour are you waiting for?")
+NOTHING = "Nothing."
 ACK = "OK, I will let you know then."
 FPS = 10.0
 SIZES = ((64, 64), (120, 160), (90, 160))     # (h, w) camera sizes used in training
@@ -49,6 +52,10 @@ def answer_colour(c: str) -> str:
 
 def alert(c: str) -> str:
     return f"The background turned {c}."
+
+
+def answer_is(asked: str, c: str) -> str:
+    return f"Yes, the background is {c}." if asked == c else f"No, the background is {c}."
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,30 @@ def ask_colour(rng) -> str:
     return ASK_COLOUR[rng.integers(len(ASK_COLOUR))]
 
 
+def ask_is(rng, colour: str) -> str:
+    return ASK_IS[rng.integers(len(ASK_IS))].format(c=colour)
+
+
 def ask_when(rng, colour: str) -> str:
     return ASK_WHEN[rng.integers(len(ASK_WHEN))].format(c=colour)
+
+
+def answer_waiting(c: str | None) -> str:
+    """The status answer: its first word is the awaited colour (see ``episode``'s ``status_``)."""
+    return f"{c.capitalize()}." if c else NOTHING
+
+
+def is_status(question: str) -> bool:
+    return question.strip().lower() in {q.lower() for q in ASK_WAITING}
+
+
+def parse_check(question: str) -> str | None:
+    """The colour a yes/no question names ("Is the background blue?"; None for others)."""
+    q = question.lower()
+    if q.startswith("is "):
+        found = [c for c in NAMES if c in q]
+        return found[-1] if found else None
+    return None
 
 
 def parse_target(question: str) -> str | None:
@@ -97,8 +126,13 @@ def script(chunks, questions: dict[int, str]) -> list[ChunkRecord]:
         answer = None
         if q is not None:
             target = parse_target(q)
+            asked = parse_check(q)
             if target is not None:
                 answer, waiting = ACK, target
+            elif asked is not None:
+                answer = answer_is(asked, colour)
+            elif is_status(q):
+                answer = answer_waiting(waiting)
             else:
                 answer = answer_colour(colour)
         elif waiting is not None and colour == waiting:
@@ -142,6 +176,14 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
         n = int(rng.integers(1, 4))
         times = sorted({_round(float(t)) for t in rng.uniform(0.6, duration_s - 0.2, size=n)})
         return world, [Ask(t, ask_colour(rng)) for t in times]
+    if kind.startswith("status_"):                       # + "which colour are you waiting for?"
+        return _with_status(rng, *episode(rng, kind[len("status_"):], duration_s, max_gap_s, after_s))
+    if kind == "check":                                    # yes/no: half name the colour shown
+        world = World.random(rng, duration_s, min_seg_s=FAST_SEG_S[0], max_seg_s=FAST_SEG_S[1])
+        n = int(rng.integers(1, 5))
+        times = sorted({_round(float(t)) for t in rng.uniform(0.6, duration_s - 0.2, size=n)})
+        return world, [Ask(t, ask_is(rng, world.colour_at(t) if rng.random() < 0.5 else
+                                     NAMES[rng.integers(len(NAMES))])) for t in times]
     world = World.random(rng, duration_s + 40.0)
     if kind == "alert":
         ks = [k for k in range(1, len(world.starts)) if world.starts[k] <= duration_s] or [1]
@@ -207,6 +249,19 @@ def _fast_episode(rng, kind: str, duration_s: float, max_gap_s: float, after_s: 
     ta = _round(tq + float(rng.uniform(3.0, max(4.0, max_gap_s))))
     return _never_comes(rng, world, tq, ta) or _fast_episode(rng, kind, duration_s, max_gap_s, after_s, ask_by_s,
                                                              ask_frac, ask_after)
+
+
+def _with_status(rng, world: World, asks: list[Ask]):
+    """Ask the status question once while the episode's when-question (``asks[0]``) waits:
+    between 1 s after it and 0.6 s before its event or the next question."""
+    when = asks[0]
+    if when.target:
+        ends = [s for s, c in world.changes() if c == when.target and s > when.t_s] + [a.t_s for a in asks[1:]]
+        end = min(ends) if ends else world.duration_s
+        if end - when.t_s > 1.6:
+            t = _round(float(rng.uniform(when.t_s + 1.0, end - 0.6)))
+            asks = asks + [Ask(t, ASK_WAITING[rng.integers(len(ASK_WAITING))])]
+    return world, asks
 
 
 def _never_comes(rng, world: World, tq: float, ta: float):

@@ -28,8 +28,8 @@ def _replay(expected, said: dict[float, str]) -> list[dict]:
     return out
 
 
-def _score(said):
-    expected = tasks.chunk_stream(WORLD, ASKS, size=(16, 16))
+def _score(said, asks=ASKS):
+    expected = tasks.chunk_stream(WORLD, asks, size=(16, 16))
     tally = Counter()
     score(expected, _replay(expected, said), tally)
     return summary(tally)
@@ -62,3 +62,15 @@ def test_changes_before_the_awaited_colour_are_counted():
     assert changes_first(WORLD, ASKS) == 1
     assert changes_first(WORLD, [tasks.Ask(3.5, "Tell me when the background turns green.")]) == 0
     assert _score({})["alert_past_change_pct"] is None          # only chase streams count it
+
+
+def test_status_and_yes_no_answers_must_be_the_scripts_own():
+    """Asked at 6 s (green on screen, blue awaited): "Blue." is right, naming the colour on
+    screen is not, and neither counts as a colour question."""
+    asks = ASKS + [tasks.Ask(6.0, "Which colour are you waiting for?"), tasks.Ask(10.0, "Is it blue?")]
+    base = {1.5: "The background is red.", 3.5: tasks.ACK, 9.0: "The background turned blue."}
+    right = _score({**base, 6.0: "Blue.", 10.0: "Yes, the background is blue."}, asks)
+    assert (right["status_correct_pct"], right["check_correct_pct"], right["qa"]) == (100.0, 100.0, 1)
+    assert right["alert_ok"] == 1 and right["false_alarms"] == 0
+    wrong = _score({**base, 6.0: "Green.", 10.0: "No, the background is blue."}, asks)
+    assert (wrong["status_correct_pct"], wrong["check_correct_pct"]) == (0.0, 0.0)

@@ -79,3 +79,46 @@ def test_any_drill_kinds_ask_late_in_long_streams_and_mostly_ask_again_after_the
     for world, asks in drawn:
         alerts = [r for r in _script(world, asks) if r.answer == tasks.alert(asks[0].target)]
         assert len(alerts) == 1 and alerts[0].t_s > asks[0].t_s
+
+
+def test_yes_no_question_is_answered_at_once_from_the_chunk_shown():
+    world = World.scripted([(0.0, "red"), (3.2, "blue")], 8.0)
+    recs = _script(world, [tasks.Ask(1.5, "Is the background blue?"), tasks.Ask(5.0, "Is it blue now?"),
+                           tasks.Ask(6.5, "Is the background green?")])
+    spoken = [(r.t_s, r.answer) for r in recs if r.answer]
+    assert spoken == [(1.5, "No, the background is red."), (5.0, "Yes, the background is blue."),
+                      (6.5, "No, the background is blue.")]
+    assert tasks.parse_check("Say something when the background is blue.") is None
+    assert tasks.parse_target("Is the background blue?") is None
+
+
+def test_check_episodes_ask_yes_no_questions_about_half_of_them_true():
+    answers = [r.answer for world, asks in _drawn("check", n=30)
+               for r in tasks.chunk_stream(world, asks, size=(16, 16)) if r.question]
+    assert all(tasks.parse_check(q) for _, asks in _drawn("check", n=30) for q in (a.text for a in asks))
+    yes = sum(a.startswith("Yes") for a in answers)
+    assert len(answers) >= 30 and 0.3 < yes / len(answers) < 0.7
+
+
+def test_status_question_names_the_awaited_colour_first_and_nothing_when_none_waits():
+    world = World.scripted([(0.0, "red"), (3.2, "green"), (6.3, "blue")], 9.0)
+    # chunks end at 0.8, 1.5, 2.5, 3.5, 4.0, 5.0, 6.0, 7.0: 7.0 is the first to show blue
+    recs = _script(world, [tasks.Ask(0.8, "Which colour are you waiting for?"),
+                           tasks.Ask(1.5, "Tell me when it turns blue."),
+                           tasks.Ask(4.0, "Which colour are you waiting for?"),
+                           tasks.Ask(8.0, "What colour are you waiting for?")])
+    spoken = [(r.t_s, r.answer) for r in recs if r.answer]
+    assert spoken == [(0.8, "Nothing."), (1.5, tasks.ACK), (4.0, "Blue."),
+                      (7.0, "The background turned blue."), (8.0, "Nothing.")]
+
+
+def test_status_episodes_ask_once_while_the_when_question_waits():
+    asked = 0
+    for world, asks in _drawn("status_chase", n=30):
+        when, status = asks[0], [a for a in asks if tasks.is_status(a.text)]
+        event = min(s for s, c in world.changes() if c == when.target and s > when.t_s)
+        assert len(status) <= 1 and all(when.t_s + 1.0 <= a.t_s <= event - 0.6 for a in status)
+        asked += len(status)
+    assert asked >= 20
+    base = _drawn("chase", n=1)[0]
+    assert [a for a in base[1] if tasks.is_status(a.text)] == []
