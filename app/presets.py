@@ -23,12 +23,11 @@ from typing import Callable
 from app.config import Config
 
 OFFLINE_BANNER = ("Offline preset: a tiny model trained here on coloured backgrounds is running. It "
-                  "knows one thing: type \"What colour is the background?\", or \"Tell me when the "
-                  "background turns blue.\" (it acknowledges and speaks up at the next change of the "
-                  "background: right when that change is to your colour, too early when another "
-                  "colour comes first). The speech recogniser is a "
-                  "tiny RANDOM model, so type your questions. Everything else is real: camera, "
-                  "microphone, captions, the espeak-ng voice, recording.")
+                  "knows three things: type \"What colour is the background?\", or \"Tell me when the "
+                  "background turns blue.\" (it acknowledges, then speaks up once when the background "
+                  "turns blue), and while it waits, \"Which colour are you waiting for?\". The speech "
+                  "recogniser is a tiny RANDOM model, so type your questions. Everything else is real: "
+                  "camera, microphone, captions, the espeak-ng voice, recording.")
 TRAINED_VLM = Path(__file__).resolve().parents[1] / "assets" / "aura-tiny-colours"
 
 

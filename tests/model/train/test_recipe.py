@@ -21,12 +21,13 @@ STEPS, BATCH = 300, 8
 @pytest.mark.slow
 def test_a_short_rebuild_learns_the_format_and_the_colour_question(tmp_path):
     """The shipped model's first stage (its record's mix, size, lr, loss, start level: see
-    docs/training.md), run by the CLI for STEPS steps of BATCH on the CPU instead of 2200 of
-    16 on a GPU; its model, loaded by the engine's loader and replayed on held-out mp4
+    docs/training.md), run by the CLI for STEPS steps of BATCH on the CPU instead of 1200 of
+    32 on a GPU; its model, loaded by the engine's loader and replayed on held-out mp4
     streams, says only the task's sentences (the turn format and the replies are learned: no
     gibberish) and names the right colour in at least two thirds of the colour questions
-    (chance is 1/6). Measured 2026-12-06 on the 2-core box: 14/14 (278 s of training); 120
-    steps gave 0/14 (the drill mix asks few colour questions)."""
+    (chance is 1/6). Measured 2026-12-06 on the 2-core box with the status_snap stage:
+    12/14 (104 s for the whole test); the earlier drill stage gave 14/14, and 0/14 at 120
+    steps."""
     from app.presets import TRAINED_VLM
     from model.train import evaluate, tasks
     from model.train.rebuild import argv_of, stages
