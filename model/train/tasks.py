@@ -173,17 +173,13 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
     left after the event."""
     if kind == "qa":
         world = World.random(rng, duration_s)
-        n = int(rng.integers(1, 4))
-        times = sorted({_round(float(t)) for t in rng.uniform(0.6, duration_s - 0.2, size=n)})
-        return world, [Ask(t, ask_colour(rng)) for t in times]
+        return world, [Ask(t, ask_colour(rng)) for t in _ask_times(rng, duration_s, 3)]
     if kind.startswith("status_"):                       # + "which colour are you waiting for?"
         return _with_status(rng, *episode(rng, kind[len("status_"):], duration_s, max_gap_s, after_s))
     if kind == "check":                                    # yes/no: half name the colour shown
         world = World.random(rng, duration_s, min_seg_s=FAST_SEG_S[0], max_seg_s=FAST_SEG_S[1])
-        n = int(rng.integers(1, 5))
-        times = sorted({_round(float(t)) for t in rng.uniform(0.6, duration_s - 0.2, size=n)})
         return world, [Ask(t, ask_is(rng, world.colour_at(t) if rng.random() < 0.5 else
-                                     NAMES[rng.integers(len(NAMES))])) for t in times]
+                                     NAMES[rng.integers(len(NAMES))])) for t in _ask_times(rng, duration_s, 4)]
     world = World.random(rng, duration_s + 40.0)
     if kind == "alert":
         ks = [k for k in range(1, len(world.starts)) if world.starts[k] <= duration_s] or [1]
@@ -251,9 +247,16 @@ def _fast_episode(rng, kind: str, duration_s: float, max_gap_s: float, after_s: 
                                                              ask_frac, ask_after)
 
 
+def _ask_times(rng, duration_s: float, most: int) -> list[float]:
+    """1 to ``most`` question times in the stream, on the 0.1 s grid, sorted."""
+    n = int(rng.integers(1, most + 1))
+    return sorted({_round(float(t)) for t in rng.uniform(0.6, duration_s - 0.2, size=n)})
+
+
 def _with_status(rng, world: World, asks: list[Ask]):
     """Ask the status question once while the episode's when-question (``asks[0]``) waits:
-    between 1 s after it and 0.6 s before its event or the next question."""
+    between 1 s after it and 0.6 s before its event or the episode's other questions (an
+    ``alert`` episode's colour question before the request counts too: then none is asked)."""
     when = asks[0]
     if when.target:
         ends = [s for s, c in world.changes() if c == when.target and s > when.t_s] + [a.t_s for a in asks[1:]]
