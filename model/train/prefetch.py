@@ -8,7 +8,7 @@ Contract:
 * Asking for a step other than the next one (a resume) drops what was made ahead.
 * Tensors come back through shared memory (``torch.multiprocessing``), not pickled bytes.
 * A worker's exception is raised by the call for that step. ``close()`` (or ``with``)
-  ends the workers.
+  lets the tasks in flight finish (dropped ones too), then ends the workers.
 * Linux only (fork): the workers inherit ``draw`` and its tokenizer as they are.
 """
 from __future__ import annotations
@@ -34,20 +34,31 @@ class Prefetch:
         self.ahead = ahead or 2 * workers
         self.pool = tmp.get_context("fork").Pool(workers)
         self.pending: deque = deque()            # (step, AsyncResult), consecutive steps
+        self.issued: list = []                   # every AsyncResult not yet seen ready
         self.next = 0
 
     def __call__(self, step: int):
         if not self.pending or self.pending[0][0] != step:
             self.pending.clear()
             self.next = step
+        self.issued = [r for r in self.issued if not r.ready()]
         while len(self.pending) < self.ahead:
-            self.pending.append((self.next, self.pool.apply_async(_work, (self.next,))))
+            result = self.pool.apply_async(_work, (self.next,))
+            self.pending.append((self.next, result))
+            self.issued.append(result)
             self.next += 1
         _, result = self.pending.popleft()
         return result.get()
 
     def close(self) -> None:
-        self.pool.terminate()
+        # terminating a pool with tasks in flight can trip multiprocessing's own assertion
+        # ("Cannot have cache with result_hander not alive"); let them finish first
+        for r in self.issued:
+            r.wait(timeout=60)
+        if all(r.ready() for r in self.issued):
+            self.pool.close()
+        else:
+            self.pool.terminate()
         self.pool.join()
 
     def __enter__(self):
