@@ -13,12 +13,15 @@ chunk's last frame and no other); alerts on time (the first proactive reply afte
 when-question comes at the event chunk or the next and names the colour), early (before
 the event), missed; false alarms (spoken steps among the steps where silence is right,
 the one late-by-one alert excepted); acknowledgements; status and yes/no answers (the
-script's exact sentence; the held-out groups ask neither). ``long`` streams (60..90 s) let the
+script's exact sentence); changes reported on time after "Tell me every time the background
+changes." (at the change chunk or the next, naming the new colour). ``long`` streams (60..90 s) let the
 video window grow to 45 chunks and be cut, ``short`` ones (15..30 s) do not. ``chase``
 streams are the alert drill's (fast world, the awaited colour after 0 to 4 other changes):
 ``alert_past_change_pct`` is the on-time share where another change came first, the one
 figure a model that alerts at the first change cannot pass (short and long streams
-rarely put a change before the awaited one).
+rarely put a change before the awaited one). ``every`` streams hold an every-change request;
+``status`` streams a when-question and the status question once while it waits and once while
+nothing does (before the request or after the alert).
 """
 from __future__ import annotations
 
@@ -82,13 +85,13 @@ def score(expected, got, tally: dict) -> None:
             continue
         if rec.question is not None:
             target = tasks.parse_target(rec.question)
-            if target is None:
+            if target is None and not tasks.is_every(rec.question):
                 tally["qa"] += 1
                 tally["qa_ok"] += int(spoke[i] and names_only(text[i], tasks.chunk_colour(rec.frames)))
             else:
                 tally["ack"] += 1
                 tally["ack_ok"] += int(spoke[i] and text[i].strip() == tasks.ACK)
-                waiting = (i, target)
+                waiting = (i, target) if target else waiting
             continue
         if rec.answer is not None and waiting is not None:   # the event chunk
             q, target = waiting
@@ -103,6 +106,15 @@ def score(expected, got, tally: dict) -> None:
                 excused.add(first)
             else:
                 tally["alert_missed"] += 1
+        elif rec.answer is not None:                          # a change after "every time ..."
+            colour = tasks.chunk_colour(rec.frames)
+            tally["changes"] += 1
+            late = i + 1 < len(expected) and expected[i + 1].answer is None and spoke[i + 1]
+            if spoke[i] and names_only(text[i], colour):
+                tally["change_ok"] += 1
+            elif not spoke[i] and late and names_only(text[i + 1], colour):
+                tally["change_ok"] += 1
+                excused.add(i + 1)
     for i, rec in enumerate(expected):
         if rec.answer is None and i not in excused:
             tally["silent_steps"] += 1
@@ -117,6 +129,7 @@ def summary(tally: dict) -> dict:
             "alert_missed_pct": pct("alert_missed", "alerts"),
             "false_alarm_pct": pct("false_alarms", "silent_steps"),
             "alert_past_change_pct": pct("past_change_ok", "past_change"),
+            "change_on_time_pct": pct("change_ok", "changes"),
             "status_correct_pct": pct("status_ok", "status"), "check_correct_pct": pct("check_ok", "check"), **tally}
 
 
@@ -136,15 +149,19 @@ def changes_first(world, asks) -> int:
     return sum(1 for s, _ in world.changes() if when.t_s < s < event)
 
 
-GROUPS = (("short", False, None), ("long", True, None), ("chase", False, "chase"))
+GROUPS = (("short", False, None), ("long", True, None), ("chase", False, "chase"), ("every", False, "every"),
+          ("status", False, "idle_status_alert"))
 
 
-def evaluate(model_dir: Path, streams: int, seed: int = 0, progress=None) -> dict:
+def evaluate(model_dir: Path, streams: int, seed: int = 0, progress=None, groups=None) -> dict:
+    """``groups``: names from ``GROUPS`` (default all)."""
     from collections import Counter
     model = load(model_dir)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, long, kind in GROUPS:
+            if groups and name not in groups:
+                continue
             tally = Counter()
             for k in range(streams):
                 world, asks = held_out(seed + k, long, kind)
@@ -163,15 +180,20 @@ def evaluate(model_dir: Path, streams: int, seed: int = 0, progress=None) -> dic
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.train.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("model_dir", type=Path)
-    ap.add_argument("--streams", type=int, default=40, help="streams per length (short, long)")
+    ap.add_argument("--streams", type=int, default=40, help="streams per group")
+    ap.add_argument("--groups", default=",".join(g[0] for g in GROUPS),
+                    help="comma-separated groups to run (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    if not (args.model_dir / "config.json").is_file() or args.streams < 1:
-        print("error: MODEL_DIR must be a checkpoint folder and --streams >= 1", file=sys.stderr)
+    groups = [g for g in args.groups.split(",") if g]
+    if not (args.model_dir / "config.json").is_file() or args.streams < 1 \
+            or not groups or set(groups) - {g[0] for g in GROUPS}:
+        print(f"error: MODEL_DIR must be a checkpoint folder, --streams >= 1 and --groups among "
+              f"{','.join(g[0] for g in GROUPS)}", file=sys.stderr)
         return 2
     result = evaluate(args.model_dir, args.streams, args.seed,
-                      lambda line: print(line, file=sys.stderr, flush=True))
+                      lambda line: print(line, file=sys.stderr, flush=True), groups)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -8,6 +8,8 @@ Contract:
   - "What colour is the background?": ``answer_colour`` at once;
   - "Tell me when the background turns X.": ``ACK`` at once, silent until a chunk shows X,
     then ``alert(X)``, once;
+  - "Tell me every time the background changes.": ``ACK`` at once, then ``alert(c)`` at every
+    chunk whose colour differs from the chunk before, to the end of the stream;
   - "Which colour are you waiting for?": ``answer_waiting``, whose first word is the awaited
     colour (``NOTHING`` when none);
   - "Is the background X?": ``answer_is`` (yes/no).
@@ -18,10 +20,13 @@ Contract:
   - ``chase`` / ``miss``: the same two in a fast world (1.5..6 s segments), the target after
     0 to 4 other changes, so neither "the first change" nor "a few seconds" predicts it;
     suffixes ``_late`` / ``_any`` ask later in long streams, ``_snap`` in short ones;
+  - ``every``: an every-change request in a fast world, sometimes a colour question after;
   - ``status_<kind>``: ``<kind>`` plus one status question while the when-question waits.
     It is what teaches the comparison: its answer's first token needs the awaited colour at
     the decision position, which no silent/speak decision alone ever made the model route
-    there (docs/training.md).
+    there (docs/training.md);
+  - ``idle_<kind>``: ``<kind>`` plus one status question while nothing waits (before the
+    when-question or after its alert; anywhere in a ``qa`` episode): "Nothing.".
 * ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks by
   ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
   chunk early), then scripted; ``chunk_frames(frames, asks)`` the same for any frames.
@@ -39,6 +44,8 @@ ASK_COLOUR = ("What colour is the background?", "What color is the background?",
 ASK_WHEN = ("Tell me when the background turns {c}.", "Let me know when the background becomes {c}.",
             "Tell me when it turns {c}.", "Say something when the background is {c}.")
 ASK_IS = ("Is the background {c}?", "Is the background {c} now?", "Is it {c}?")
+ASK_EVERY = ("Tell me every time the background changes.", "Let me know whenever the background changes.",
+             "Tell me each time the colour changes.")
 ASK_WAITING = ("Which colour are you waiting for?", "What colour are you waiting for?")
 NOTHING = "Nothing."
 ACK = "OK, I will let you know then."
@@ -104,6 +111,10 @@ def parse_check(question: str) -> str | None:
     return None
 
 
+def is_every(question: str) -> bool:
+    return question.strip().lower() in {q.lower() for q in ASK_EVERY}
+
+
 def parse_target(question: str) -> str | None:
     """The colour a when-question waits for (None for other questions)."""
     q = question.lower()
@@ -119,7 +130,7 @@ def chunk_colour(rec_frames) -> str:
 
 def script(chunks, questions: dict[int, str]) -> list[ChunkRecord]:
     """``chunks``: ``app.events.VideoChunk``s; ``questions``: chunk index -> text."""
-    out, waiting = [], None
+    out, waiting, every, last = [], None, False, None
     for i, ch in enumerate(chunks):
         colour = chunk_colour(ch.frames)
         q = questions.get(i)
@@ -129,15 +140,19 @@ def script(chunks, questions: dict[int, str]) -> list[ChunkRecord]:
             asked = parse_check(q)
             if target is not None:
                 answer, waiting = ACK, target
+            elif is_every(q):
+                answer, every = ACK, True
             elif asked is not None:
                 answer = answer_is(asked, colour)
             elif is_status(q):
                 answer = answer_waiting(waiting)
             else:
                 answer = answer_colour(colour)
-        elif waiting is not None and colour == waiting:
-            answer, waiting = alert(waiting), None
+        elif (waiting is not None and colour == waiting) or (every and colour != last):
+            answer = alert(colour)
+            waiting = None if colour == waiting else waiting
         out.append(ChunkRecord(tuple(ch.frames), ch.start_s, ch.t_s, q, answer))
+        last = colour
     return out
 
 
@@ -176,6 +191,15 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
         return world, [Ask(t, ask_colour(rng)) for t in _ask_times(rng, duration_s, 3)]
     if kind.startswith("status_"):                       # + "which colour are you waiting for?"
         return _with_status(rng, *episode(rng, kind[len("status_"):], duration_s, max_gap_s, after_s))
+    if kind.startswith("idle_"):                         # + the same while nothing waits
+        return _with_idle_status(rng, *episode(rng, kind[len("idle_"):], duration_s, max_gap_s, after_s))
+    if kind == "every":
+        world = World.random(rng, duration_s, min_seg_s=FAST_SEG_S[0], max_seg_s=FAST_SEG_S[1])
+        tq = _round(float(rng.uniform(0.6, max(1.0, duration_s * 0.4))))
+        asks = [Ask(tq, ASK_EVERY[rng.integers(len(ASK_EVERY))])]
+        if rng.random() < 0.4:                             # a colour question later
+            asks.append(Ask(_round(float(rng.uniform(tq + 1.0, duration_s - 0.2))), ask_colour(rng)))
+        return world, asks
     if kind == "check":                                    # yes/no: half name the colour shown
         world = World.random(rng, duration_s, min_seg_s=FAST_SEG_S[0], max_seg_s=FAST_SEG_S[1])
         return world, [Ask(t, ask_is(rng, world.colour_at(t) if rng.random() < 0.5 else
@@ -264,6 +288,22 @@ def _with_status(rng, world: World, asks: list[Ask]):
         if end - when.t_s > 1.6:
             t = _round(float(rng.uniform(when.t_s + 1.0, end - 0.6)))
             asks = asks + [Ask(t, ASK_WAITING[rng.integers(len(ASK_WAITING))])]
+    return world, asks
+
+
+def _with_idle_status(rng, world: World, asks: list[Ask]):
+    """Ask the status question once while nothing waits: before the when-question (``asks[0]``)
+    or after its event, at least 0.6 s from every other question (none when no such time)."""
+    spans = [(0.6, world.duration_s - 0.2)]
+    when = asks[0]
+    if when.target:
+        events = [s for s, c in world.changes() if c == when.target and s > when.t_s]
+        spans = [(0.6, when.t_s - 0.6)] + ([(events[0] + 1.0, world.duration_s - 0.2)] if events else [])
+    times = [t for lo, hi in spans for t in np.arange(np.ceil(lo * 10) / 10, hi, 0.1)
+             if all(abs(t - a.t_s) >= 0.6 for a in asks)]
+    if times:
+        t = _round(float(times[rng.integers(len(times))]))
+        asks = asks + [Ask(t, ASK_WAITING[rng.integers(len(ASK_WAITING))])]
     return world, asks
 
 

@@ -122,3 +122,36 @@ def test_status_episodes_ask_once_while_the_when_question_waits():
     assert asked >= 20
     base = _drawn("chase", n=1)[0]
     assert [a for a in base[1] if tasks.is_status(a.text)] == []
+
+
+def test_every_change_request_is_acknowledged_then_answered_at_each_change_to_the_end():
+    world = World.scripted([(0.0, "red"), (3.2, "green"), (6.3, "blue"), (9.0, "green")], 12.0)
+    recs = _script(world, [tasks.Ask(1.5, "Tell me every time the background changes."),
+                           tasks.Ask(7.5, "What colour is the background?")])
+    spoken = [(r.t_s, r.answer) for r in recs if r.answer]
+    # chunks end at 2.5, 3.5, ..., 6.5, 7.5 (the question), 8.5, 9.5: one remark per change
+    assert spoken == [(1.5, tasks.ACK), (3.5, "The background turned green."), (6.5, "The background turned blue."),
+                      (7.5, "The background is blue."), (9.5, "The background turned green.")]
+
+
+def test_every_episodes_ask_early_and_hold_several_changes():
+    changes = []
+    for world, asks in _drawn("every", n=30):
+        assert tasks.is_every(asks[0].text) and asks[0].t_s <= 0.4 * world.duration_s + 0.1
+        assert all(not tasks.is_every(a.text) and a.t_s > asks[0].t_s for a in asks[1:])
+        changes.append(sum(1 for s, _ in world.changes() if s > asks[0].t_s))
+    assert min(changes) >= 1 and np.mean(changes) >= 3
+
+
+def test_idle_episodes_ask_the_status_question_only_while_nothing_waits():
+    answers = []
+    for kind in ("idle_alert", "idle_chase_any", "idle_qa"):
+        for world, asks in _drawn(kind, n=20):
+            recs = _script(world, asks)
+            status = [r for r in recs if r.question and tasks.is_status(r.question)]
+            assert len(status) <= 1 and len([a for a in asks if tasks.is_status(a.text)]) == len(status)
+            answers += [r.answer for r in status]
+    assert len(answers) >= 45 and set(answers) == {tasks.NOTHING}
+    both = [_script(*ep) for ep in _drawn("idle_status_alert", n=20)]
+    said = [[r.answer for r in recs if r.question and tasks.is_status(r.question)] for recs in both]
+    assert sum(1 for s in said if tasks.NOTHING in s and len(s) == 2 and s[0] != s[1]) >= 10
