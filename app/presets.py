@@ -23,11 +23,12 @@ from typing import Callable
 from app.config import Config
 
 OFFLINE_BANNER = ("Offline preset: a tiny model trained here on coloured backgrounds is running. It "
-                  "knows three things: type \"What colour is the background?\", or \"Tell me when the "
+                  "knows four things: type \"What colour is the background?\", \"Tell me when the "
                   "background turns blue.\" (it acknowledges, then speaks up once when the background "
-                  "turns blue), and while it waits, \"Which colour are you waiting for?\". The speech "
-                  "recogniser is a tiny RANDOM model, so type your questions. Everything else is real: "
-                  "camera, microphone, captions, the espeak-ng voice, recording.")
+                  "turns blue), \"Tell me every time the background changes.\" (a remark at each change), "
+                  "or \"Which colour are you waiting for?\". The speech recogniser is a tiny RANDOM model, "
+                  "so type your questions. Everything else is real: camera, microphone, captions, the "
+                  "espeak-ng voice, recording.")
 TRAINED_VLM = Path(__file__).resolve().parents[1] / "assets" / "aura-tiny-colours"
 
 

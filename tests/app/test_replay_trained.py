@@ -43,6 +43,15 @@ def replayed_past_a_distractor(tmp_path_factory):
                    ["3:Tell me when the background turns blue.", "8:Which colour are you waiting for?"])
 
 
+@pytest.fixture(scope="module")
+def replayed_every_change(tmp_path_factory):
+    """Red 0-4.3 s, green to 8.6 s, blue to 12.2 s, yellow to 16 s; "Which colour are you
+    waiting for?" at 1 s (nothing waits), "Tell me every time the background changes." at 2 s."""
+    return _replay(tmp_path_factory.mktemp("trained-replay-every"),
+                   World.scripted([(0.0, "red"), (4.3, "green"), (8.6, "blue"), (12.2, "yellow")], 16.0),
+                   ["1:Which colour are you waiting for?", "2:Tell me every time the background changes."])
+
+
 def replies(records):
     return [(r["t"], r["text"], r["proactive"]) for r in records if r["type"] == "reply"]
 
@@ -82,6 +91,23 @@ def test_the_status_question_names_the_awaited_colour_not_the_one_on_screen(repl
     """At 8 s the screen is green and blue is awaited: the answer is "Blue."."""
     (answer,) = [text for t, text, _ in replies(replayed_past_a_distractor) if t == 8.0]
     assert answer.strip() == "Blue."
+
+
+def test_every_change_is_reported_once_within_one_chunk_naming_the_new_colour(replayed_every_change):
+    """The changes first show in the chunks ending at 5, 9 and 13 s: one remark each, at that
+    chunk or the next, naming the new colour and no other; nothing else proactive."""
+    got = replies(replayed_every_change)
+    assert [text for t, text, _ in got if t == 2.0] == ["OK, I will let you know then."]
+    proactive = [(t, text.lower()) for t, text, p in got if p]
+    assert len(proactive) == 3, got
+    for (t, text), (due, colour) in zip(proactive, ((5.0, "green"), (9.0, "blue"), (13.0, "yellow"))):
+        assert t in (due, due + 1.0) and colour in text, got
+        assert not any(c in text for c in ("red", "green", "blue", "yellow", "white", "black") if c != colour), got
+
+
+def test_the_status_question_says_nothing_when_nothing_waits(replayed_every_change):
+    (answer,) = [text for t, text, _ in replies(replayed_every_change) if t == 1.0]
+    assert answer.strip() == "Nothing."
 
 
 def test_the_offline_engine_is_the_shipped_model_at_its_pixel_budget():

@@ -3,7 +3,9 @@ against ``launch.py --preset offline``, the harness of tests/ui/test_browser.py)
 * the fake camera shows the colour world's video; a typed "What colour is the
   background?" gets a caption naming the visible colour, and the reply is voiced;
 * a typed "Tell me when the background turns blue." gets its "noticed" caption within 2 s
-  of the camera preview turning blue."""
+  of the camera preview turning blue;
+* a typed "Tell me every time the background changes." gets a "noticed" caption within 2 s
+  of each change (red to blue, blue to red)."""
 from __future__ import annotations
 
 import re
@@ -134,25 +136,33 @@ def red_then_blue_browser(playwright_driver, tmp_path_factory):
     b.close()
 
 
+def _ask_when_red_starts(server, page, question: str) -> float:
+    """Open the app in ``page`` (the red-then-blue camera), watch its preview and captions,
+    and type ``question`` at the start of a red stretch (10 s before the change to blue);
+    the page time it was asked at."""
+    _wait_until_no_session(server)
+    _start_stream(page, server["url"])
+    assert "last step" in _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
+    page.evaluate(WATCH_PREVIEW_AND_CAPTIONS_JS)
+    colour = "() => (window.__auraLog.colour.at(-1) || [0, null])[1]"
+    for want in ("blue", "red"):
+        end = time.monotonic() + 30
+        while page.evaluate(colour) != want and time.monotonic() < end:
+            time.sleep(0.05)
+        assert page.evaluate(colour) == want, page.evaluate("() => window.__auraLog.colour")
+    asked = page.evaluate("() => performance.now()")
+    page.fill("#aura-ask textarea", question)
+    page.keyboard.press("Enter")
+    return asked
+
+
 def test_a_when_request_is_noticed_within_2_s_of_the_change(server, red_then_blue_browser, tmp_path):
     """Guards proactive speech in the product: asked at the start of the red stretch, the
     assistant acknowledges, stays quiet while the preview is red, and its "turned blue"
     caption appears within 2 s of the preview turning blue (both times read in the page)."""
-    _wait_until_no_session(server)
     page = red_then_blue_browser.new_page(viewport={"width": 1280, "height": 900})
     try:
-        _start_stream(page, server["url"])
-        assert "last step" in _wait_for(page, "#aura-status", lambda t: "last step" in t, 60)
-        page.evaluate(WATCH_PREVIEW_AND_CAPTIONS_JS)
-        colour = "() => (window.__auraLog.colour.at(-1) || [0, null])[1]"
-        for want in ("blue", "red"):                  # the start of a red stretch: 10 s to the change
-            end = time.monotonic() + 30
-            while page.evaluate(colour) != want and time.monotonic() < end:
-                time.sleep(0.05)
-            assert page.evaluate(colour) == want, page.evaluate("() => window.__auraLog.colour")
-        asked = page.evaluate("() => performance.now()")
-        page.fill("#aura-ask textarea", "Tell me when the background turns blue.")
-        page.keyboard.press("Enter")
+        asked = _ask_when_red_starts(server, page, "Tell me when the background turns blue.")
         captions = _wait_for(page, "#aura-captions", lambda t: "turned blue" in t, 30)
         page.screenshot(path=str(tmp_path / "noticed.png"), full_page=True)
         assert "OK, I will let you know then." in captions, captions[-400:]
@@ -164,5 +174,28 @@ def test_a_when_request_is_noticed_within_2_s_of_the_change(server, red_then_blu
         # the frame is sent, so a caption can come a few ms "before" it: hence -EARLY_MS
         assert -EARLY_MS < said - blue <= 2000, (said - blue, log["colour"])
         assert not any("turned" in text for t, text in log["captions"] if asked < t < blue - EARLY_MS)
+    finally:
+        page.close()
+
+
+def test_every_change_is_noticed_within_2_s_of_each_change(server, red_then_blue_browser, tmp_path):
+    """Asked "Tell me every time the background changes." at the start of a red stretch, the
+    assistant says nothing while it stays red, then its "turned blue" caption comes within 2 s
+    of the preview turning blue and its "turned red" caption within 2 s of it turning red
+    again (the camera's loop)."""
+    page = red_then_blue_browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        asked = _ask_when_red_starts(server, page, "Tell me every time the background changes.")
+        captions = _wait_for(page, "#aura-captions", lambda t: "turned red" in t, 40)
+        page.screenshot(path=str(tmp_path / "every.png"), full_page=True)
+        assert "OK, I will let you know then." in captions, captions[-400:]
+        log = page.evaluate("() => window.__auraLog")
+        blue = min(t for t, c in log["colour"] if c == "blue" and t > asked)
+        red = min(t for t, c in log["colour"] if c == "red" and t > blue)
+        for name, change in (("blue", blue), ("red", red)):
+            said = min(t for t, text in log["captions"] if f"turned {name}" in text and t > asked)
+            assert -EARLY_MS < said - change <= 2000, (name, said - change, log["colour"])
+        assert not any("turned" in text for t, text in log["captions"] if asked < t < blue - EARLY_MS)
+        assert captions.count("turned blue") == 1, captions[-400:]
     finally:
         page.close()
