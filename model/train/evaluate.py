@@ -1,27 +1,27 @@
 """Behaviour of a trained checkpoint on held-out streams, through the replay path.
 
-Contract: ``python -m model.train.evaluate MODEL_DIR [--seed S] [--streams N] [--out FILE]``
-prints (and writes as JSON) the behaviour figures. Each held-out stream (seeds from
-``HELD_OUT_SEED`` on, never used by the recipe's 0..steps) is written as an .mp4 (OpenCV
-mp4v, 160x120 at 10 fps: compressed frames), read back by ``app.replay.read_frames`` and
-stepped through one engine session by ``app.replay.Replayer`` (what ``launch.py replay``
-runs), greedy, at the offline preset's pixel budget. The expected answer of every chunk is
-``tasks.script`` over the same decoded frames.
-
-Figures (``score``): QA correct (the reply to a colour question names the colour of the
-chunk's last frame and no other); alerts on time (the first proactive reply after a
-when-question comes at the event chunk or the next and names the colour), early (before
-the event), missed; false alarms (spoken steps among the steps where silence is right,
-the one late-by-one alert excepted); acknowledgements; status and yes/no answers (the
-script's exact sentence); changes reported on time after "Tell me every time the background
-changes." (at the change chunk or the next, naming the new colour). ``long`` streams (60..90 s) let the
-video window grow to 45 chunks and be cut, ``short`` ones (15..30 s) do not. ``chase``
-streams are the alert drill's (fast world, the awaited colour after 0 to 4 other changes):
-``alert_past_change_pct`` is the on-time share where another change came first, the one
-figure a model that alerts at the first change cannot pass (short and long streams
-rarely put a change before the awaited one). ``every`` streams hold an every-change request;
-``status`` streams a when-question and the status question once while it waits and once while
-nothing does (before the request or after the alert).
+Contract:
+* ``python -m model.train.evaluate MODEL_DIR [--seed S] [--streams N] [--groups G,...]
+  [--out FILE]`` prints (and writes as JSON) the figures per group.
+* Each held-out stream (seeds from ``HELD_OUT_SEED``, never the recipe's) is written as an
+  mp4 (OpenCV mp4v, 160x120, 10 fps), read back by ``app.replay.read_frames`` and stepped
+  through one engine session by ``app.replay.Replayer`` (what ``launch.py replay`` runs),
+  greedy, at the offline preset's pixel budget. The expected answers are ``tasks.script``
+  over the same decoded frames.
+* Figures (``score``):
+  - QA correct: the reply names the colour of the chunk's last frame and no other;
+  - alerts on time (the first proactive reply after a when-question comes at the event
+    chunk or the next and names the colour), early, missed;
+  - false alarms: spoken steps where silence is right (a late-by-one alert or change
+    remark excepted);
+  - acknowledgements; status and yes/no answers (only the script's exact sentence);
+  - changes on time after an every-change request (its chunk or the next, the new colour).
+* Groups (``GROUPS``): ``short`` (15..30 s) and ``long`` (60..90 s: the video window grows
+  to 45 chunks and is cut) colour and when-questions; ``chase``, the alert drill's fast
+  world, whose ``alert_past_change_pct`` (on time where another change came first) a model
+  that alerts at the first change cannot pass; ``every``, an every-change request;
+  ``status``, a when-question with one status question while it waits and one while
+  nothing does.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Contract:
   - "Tell me when the background turns X.": ``ACK`` at once, silent until a chunk shows X,
     then ``alert(X)``, once;
   - "Tell me every time the background changes.": ``ACK`` at once, then ``alert(c)`` at every
-    chunk whose colour differs from the chunk before, to the end of the stream;
+    chunk whose colour differs from the chunk before, to the end of the stream (a chunk with
+    a question answers the question instead);
   - "Which colour are you waiting for?": ``answer_waiting``, whose first word is the awaited
     colour (``NOTHING`` when none);
   - "Is the background X?": ``answer_is`` (yes/no).

@@ -88,3 +88,11 @@ def test_every_change_is_scored_per_change():
     assert (right["ack_pct"], right["change_on_time_pct"], right["false_alarms"], right.get("qa", 0)) == (100.0, 100.0, 0, 0)
     wrong = _score({1.0: tasks.ACK, 5.0: "The background turned blue.", 7.0: "The background turned green."}, asks)
     assert (wrong["change_on_time_pct"], wrong["changes"], wrong["false_alarms"]) == (0.0, 2, 1)
+
+
+def test_the_cli_refuses_unknown_groups_and_empty_runs(capsys):
+    from app.presets import TRAINED_VLM
+    from model.train.evaluate import main
+    assert main([str(TRAINED_VLM), "--groups", "short,shapes"]) == 2
+    assert main([str(TRAINED_VLM), "--streams", "0"]) == 2
+    assert "--groups among short,long,chase,every,status" in capsys.readouterr().err
