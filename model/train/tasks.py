@@ -27,7 +27,9 @@ Contract:
     the decision position, which no silent/speak decision alone ever made the model route
     there (docs/training.md);
   - ``idle_<kind>``: ``<kind>`` plus one status question while nothing waits (before the
-    when-question or after its alert; anywhere in a ``qa`` episode): "Nothing.".
+    when-question or after its alert; anywhere in a ``qa`` episode): "Nothing.";
+  - ``pre_<kind>``: ``<kind>`` plus a colour question before the when-question (without
+    it in training, a colour answer before a request made alerts at a distractor likely).
 * ``chunk_stream(world, asks, fps, size, jitter_seed)``: the world's frames cut into chunks by
   ``app.sampler.FrameSampler`` exactly as replay cuts a video (a question closes the open
   chunk early), then scripted; ``chunk_frames(frames, asks)`` the same for any frames.
@@ -194,6 +196,8 @@ def episode(rng: np.random.Generator, kind: str, duration_s: float, max_gap_s: f
         return _with_status(rng, *episode(rng, kind[len("status_"):], duration_s, max_gap_s, after_s))
     if kind.startswith("idle_"):                         # + the same while nothing waits
         return _with_idle_status(rng, *episode(rng, kind[len("idle_"):], duration_s, max_gap_s, after_s))
+    if kind.startswith("pre_"):                          # + a colour question before the request
+        return _with_colour_before(rng, *episode(rng, kind[len("pre_"):], duration_s, max_gap_s, after_s))
     if kind == "every":
         world = World.random(rng, duration_s, min_seg_s=FAST_SEG_S[0], max_seg_s=FAST_SEG_S[1])
         tq = _round(float(rng.uniform(0.6, max(1.0, duration_s * 0.4))))
@@ -305,6 +309,15 @@ def _with_idle_status(rng, world: World, asks: list[Ask]):
     if times:
         t = _round(float(times[rng.integers(len(times))]))
         asks = asks + [Ask(t, ASK_WAITING[rng.integers(len(ASK_WAITING))])]
+    return world, asks
+
+
+def _with_colour_before(rng, world: World, asks: list[Ask]):
+    """A colour question 0.6 s or more before the when-question (``asks[0]``) and any other
+    question before it (none when it is asked before 1.2 s)."""
+    first = min(a.t_s for a in asks)
+    if first >= 1.2:
+        asks = asks + [Ask(_round(float(rng.uniform(0.6, first - 0.6))), ask_colour(rng))]
     return world, asks
 
 

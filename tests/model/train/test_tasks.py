@@ -155,3 +155,17 @@ def test_idle_episodes_ask_the_status_question_only_while_nothing_waits():
     both = [_script(*ep) for ep in _drawn("idle_status_alert", n=20)]
     said = [[r.answer for r in recs if r.question and tasks.is_status(r.question)] for recs in both]
     assert sum(1 for s in said if tasks.NOTHING in s and len(s) == 2 and s[0] != s[1]) >= 10
+
+
+def test_pre_episodes_ask_a_colour_question_before_the_request():
+    before = 0
+    for kind in ("pre_chase_any", "pre_alert", "pre_status_chase"):
+        for world, asks in _drawn(kind, n=20):
+            when = asks[0]
+            assert tasks.parse_target(when.text) and when.target
+            earlier = [a for a in asks if a.t_s < when.t_s]
+            assert all(not tasks.parse_target(a.text) and not tasks.is_status(a.text) for a in earlier)
+            assert all(b.t_s - a.t_s >= 0.6 for a, b in zip(sorted(asks, key=lambda a: a.t_s),
+                                                             sorted(asks, key=lambda a: a.t_s)[1:]))
+            before += bool(earlier)
+    assert before >= 50
