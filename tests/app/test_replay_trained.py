@@ -44,6 +44,16 @@ def replayed_past_a_distractor(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def replayed_after_a_colour_answer(tmp_path_factory):
+    """Red 0-6 s, green 6-11 s, white 11-14 s; a colour question at 1 s, then a when-question
+    for white at 2.5 s: the colour answer before the request made the model before the
+    fourth stage alert at green (docs/training.md)."""
+    return _replay(tmp_path_factory.mktemp("trained-replay-pre"),
+                   World.scripted([(0.0, "red"), (6.0, "green"), (11.0, "white")], 14.0),
+                   ["1:What colour is the background?", "2.5:Tell me when the background turns white."])
+
+
+@pytest.fixture(scope="module")
 def replayed_every_change(tmp_path_factory):
     """Red 0-4.3 s, green to 8.6 s, blue to 12.2 s, yellow to 16 s; "Which colour are you
     waiting for?" at 1 s (nothing waits), "Tell me every time the background changes." at 2 s."""
@@ -85,6 +95,15 @@ def test_the_alert_waits_past_a_change_to_another_colour(replayed_past_a_distrac
     got = replies(replayed_past_a_distractor)
     _one_alert(got, 3.0, (11.0, 12.0), "blue")
     assert len(got) == 3
+
+
+def test_a_colour_answer_before_the_request_does_not_make_the_alert_early(replayed_after_a_colour_answer):
+    """White first shows in the chunk ending at 11.5 s: the alert names white at 11.5 or
+    12.5 s, once, not at the change to green; the colour question got "red"."""
+    got = replies(replayed_after_a_colour_answer)
+    _one_alert(got, 2.5, (11.5, 12.5), "white")
+    (answer,) = [text for t, text, _ in got if t == 1.0]
+    assert "red" in answer.lower() and len(got) == 3
 
 
 def test_the_status_question_names_the_awaited_colour_not_the_one_on_screen(replayed_past_a_distractor):
