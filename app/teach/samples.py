@@ -11,7 +11,9 @@ Contract:
   its chunk is cut out of the streams (the pieces before and after become streams of their
   own), so no sample ever shows it: it is measured on, never trained on.
 * ``build(streams, moments, layout, grid_of, windows) -> (samples, focus)``: the samples of
-  ``model.train.samples.build_samples`` (one per answer, balanced loss, AURA's windows);
+  ``model.train.samples.build_samples`` (one per answer, balanced loss, AURA's windows,
+  plus one at the stream's end when it ends silent: silences after the last answer were
+  reviewed too, and without it an adapter could learn to speak on after its last note);
   ``focus`` flags those that carry an applied note: the sample anchored at a "say"/"better"
   chunk, and the samples whose video window holds a "silent" chunk.
 * A recording without video chunks raises ``ValueError`` (one line).
@@ -95,13 +97,12 @@ def _renumber(streams: list[list[Any]], moments: list[Moment]) -> list[Moment]:
 
 
 def build(streams, moments: list[Moment], layout, grid_of, windows, loss: str = "balanced"):
-    from model.train.samples import build_samples, window_start
+    from model.train.samples import anchors, build_samples, window_start
     samples, focus = [], []
     for k, records in enumerate(streams):
         here = [m for m in moments if m.stream == k]
-        got = build_samples(records, layout, grid_of, windows, loss)
-        anchors = [i for i, r in enumerate(records) if r.answer is not None]   # build_samples' order
-        for anchor, sample in zip(anchors, got):
+        got = build_samples(records, layout, grid_of, windows, loss, tail=True)
+        for anchor, sample in zip(anchors(records, tail=True), got, strict=True):
             start = window_start(records, anchor, windows)
             shows = [m for m in here if (m.position == anchor if m.note.kind != "silent" else
                                          start - 1e-6 <= records[m.position].start_s <= records[anchor].start_s)]

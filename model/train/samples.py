@@ -1,9 +1,11 @@
 """Stream structuring (protocol section 5a): per-chunk records -> training samples.
 
 Contract:
-* ``build_samples(records, layout, grid_of, windows, loss="balanced") -> list[Sample]``:
+* ``build_samples(records, layout, grid_of, windows, loss="balanced", tail=False) -> list[Sample]``:
   sequence unrolling, one ``Sample`` per spoken answer (``ChunkRecord.answer``) of the
-  stream, anchored at that answer's chunk; a stream with K answers gives K samples.
+  stream, anchored at that answer's chunk; a stream with K answers gives K samples. With
+  ``tail``, one more anchored at the last chunk when it is silent, so the silent steps after
+  the last answer are supervised too (``anchors`` lists the anchors in order).
 * Each sample's context is what the engine would hold at that chunk: the video window
   advanced by ``model.context.advance_window`` from the first chunk (N = 30 s growing to
   N + N' = 45 s, then N' leave at once) and the QA window of ``model.context.plan``
@@ -64,7 +66,7 @@ def window_start(records, upto: int, windows: Windows) -> float:
 
 
 def build_samples(records, layout: Layout, grid_of, windows: Windows = Windows(),
-                  loss: str = "balanced") -> list["Sample"]:
+                  loss: str = "balanced", tail: bool = False) -> list["Sample"]:
     if loss not in ("balanced", "ce"):
         raise ValueError(f"loss must be 'balanced' or 'ce', got {loss!r}")
     tok = layout.tok
@@ -72,8 +74,15 @@ def build_samples(records, layout: Layout, grid_of, windows: Windows = Windows()
                for r in records]
     rounds = [ctx.Round(i, r.start_s, r.t_s, Layout.clean(r.question) or None, answers[i], True)
               for i, r in enumerate(records)]
-    return [render(records, rounds, a, layout, grid_of, windows, loss)
-            for a in range(len(records)) if answers[a] is not None]
+    return [render(records, rounds, a, layout, grid_of, windows, loss) for a in anchors(records, tail)]
+
+
+def anchors(records, tail: bool = False) -> list[int]:
+    """The chunks ``build_samples`` anchors its samples at, in its order."""
+    out = [i for i, r in enumerate(records) if r.answer is not None]
+    if tail and records and records[-1].answer is None:
+        out.append(len(records) - 1)
+    return out
 
 
 def render(records, rounds, anchor: int, layout: Layout, grid_of, windows: Windows, loss: str) -> Sample:

@@ -68,15 +68,16 @@ def test_held_out_chunks_are_cut_out(annotated):
 
 def test_samples_flag_the_notes(annotated, tiny_layout):
     """Guards the note oversampling: one sample per answer (sequence unrolling, from
-    model/train/samples.py), and exactly those showing a note flagged."""
+    model/train/samples.py) plus one at the silent end, and exactly those showing a note
+    flagged."""
     from app.teach.samples import build, recording_streams
     from model.train.samples import Windows
     layout, grid_of = tiny_layout
     streams, moments = recording_streams(annotated)
     samples, focus = build(streams, moments, layout, grid_of, Windows())
-    assert len(samples) == 2 and focus == [True, True]      # answers at chunks 3 and 5
+    assert len(samples) == 3 and focus == [True, True, True]   # answers at chunks 3 and 5, the end
     by_n = {m.note.n: m.samples for m in moments}
-    assert by_n == {3: 1, 1: 1, 2: 0}   # nothing is answered after chunk 6: its silence has no sample
+    assert by_n == {3: 1, 1: 1, 2: 1}   # the silent note at chunk 6: in the end sample's window
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,21 @@ def test_balanced_supervision_silent_turns_and_the_target_answer(layout):
     assert weights == [1.0]
 
 
+def test_the_tail_sample_supervises_the_silences_after_the_last_answer(layout):
+    """``tail``: one more sample, anchored at the last chunk when it is silent, ending with
+    its silent turn; without ``tail`` (or ending on an answer) there is none."""
+    from model.train.samples import anchors
+    recs = records(7, {1: "Tell me when it turns red."}, {1: ACK, 3: "The background turned red."})
+    assert anchors(recs) == [1, 3] and anchors(recs, tail=True) == [1, 3, 6]
+    samples = build_samples(recs, layout, lambda fr: (2, 2), tail=True)
+    assert len(samples) == 3 and len(build_samples(recs, layout, lambda fr: (2, 2))) == 2
+    text, weights = supervised(samples[2], layout.tok)
+    assert text == "<|silent|><|im_end|>" * 2 + "The background turned red.<|im_end|>" + "<|silent|><|im_end|>" * 3
+    assert weights == [round(1 / 5, 4), 1.0]
+    assert layout.tok.decode(samples[2].ids.tolist()).endswith(chunk_text() + "<|silent|><|im_end|>\n")
+    assert anchors(recs[:4], tail=True) == [1, 3]
+
+
 def test_labels_are_the_next_token_of_each_supervised_position(layout):
     """labels[j] = ids[j + 1] wherever supervised (what the logits at j predict)."""
     recs = records(3, {0: "What colour is the background?"}, {0: "The background is red."})
