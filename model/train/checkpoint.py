@@ -95,11 +95,12 @@ TRAINING_FILES = ("aura_train.json", "train_state.pt", "eval.json")
 
 def copy_weights(src: Path, out_dir: Path) -> Path:
     """A trained checkpoint's files (weights, tokenizer, processor) into ``out_dir``, without
-    its training record, so ``python -m model.train --init src`` trains it further."""
+    its training record, notes or logs, so ``python -m model.train --init src`` trains it
+    further."""
     import shutil
     src, out_dir = Path(src), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        if f.is_file() and f.name not in TRAINING_FILES and f.suffix != ".md":
+        if f.is_file() and f.name not in TRAINING_FILES and f.suffix not in (".md", ".log"):
             shutil.copy2(f, out_dir / f.name)
     return out_dir

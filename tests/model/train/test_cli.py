@@ -29,7 +29,7 @@ def test_init_copies_the_checkpoint_but_not_its_training_record(tmp_path):
     src = tmp_path / "trained"
     src.mkdir()
     for name in ("config.json", "model.safetensors", "tokenizer.json", "aura_train.json",
-                 "train_state.pt", "eval.json", "NOTES.md"):
+                 "train_state.pt", "eval.json", "NOTES.md", "train.log"):
         (src / name).write_text(name)
     copy_weights(src, tmp_path / "next")
     assert sorted(p.name for p in (tmp_path / "next").iterdir()) == [
