@@ -86,7 +86,7 @@ def anchors(records, tail: bool = False) -> list[int]:
 
 
 def render(records, rounds, anchor: int, layout: Layout, grid_of, windows: Windows, loss: str) -> Sample:
-    """The sample anchored at round ``anchor`` (its answer is the target)."""
+    """The sample anchored at round ``anchor`` (its answer, or its silence, ends the sample)."""
     start = window_start(records, anchor, windows)
     plan = ctx.plan(rounds[:anchor + 1], start, windows.qa_groups, windows.max_group_rounds)
     segs, turns, frames = [layout.system()], [], []
