@@ -135,7 +135,12 @@ def test_annotation_controls_in_chromium(tab, chromium, recorded, tmp_path):  # 
     page.locator("#aura-review-video video").wait_for(timeout=60_000)
     page.wait_for_function("document.querySelector('#aura-review-video video').readyState >= 1",
                            timeout=30_000)
-    page.evaluate("document.querySelector('#aura-review-video video').currentTime = 4.5")
+    # the player can still be swapped in by the Open handler's later outputs (which resets
+    # its time): seek until the player holds 4.5 s, then ask for its time
+    page.wait_for_function("""() => { const v = document.querySelector('#aura-review-video video');
+        if (!v || v.readyState < 1) return false;
+        if (Math.abs(v.currentTime - 4.5) > 0.001) v.currentTime = 4.5;
+        return Math.abs(v.currentTime - 4.5) <= 0.001; }""", timeout=30_000, polling=200)
     page.get_by_role("button", name="Use player time").click()
     at = page.get_by_label("At (s)")
     page.wait_for_function("(el) => el.value === '4.50'", arg=at.element_handle(), timeout=10_000)
