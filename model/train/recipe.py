@@ -10,9 +10,9 @@ Contract:
 * ``MIXES`` name the episode kinds and their shares. The shipped chain is ``status_snap``
   (short streams), ``status_long`` (streams to ~100 s, the waiting anywhere), ``every_long``
   (adds every-change requests and "Nothing." status answers), then ``pre_long`` (adds
-  colour questions before the requests). The others
-  (``colours``, ``drill``, ``drill2``, ``drill3``, ``snap``, ``check``) are the earlier runs
-  of docs/training.md.
+  colour questions before the requests), twice (the fifth stage at half the lr). The
+  others (``colours``, ``drill``, ``drill2``, ``drill3``, ``snap``, ``check``, and
+  ``final_long``, a fifth stage not kept) are the runs of docs/training.md.
 """
 from __future__ import annotations
 
@@ -40,8 +40,12 @@ MIXES = {"colours": (("qa", 0.25), ("alert", 0.5), ("negative", 0.25)),
          "pre_long": (("qa", 0.05), ("every", 0.15), ("idle_qa", 0.05), ("idle_alert", 0.05), ("pre_chase_any", 0.15),
                       ("pre_miss_any", 0.05), ("pre_chase_snap", 0.05), ("pre_status_chase", 0.05), ("pre_alert", 0.05),
                       ("status_chase_any", 0.1), ("chase_any", 0.05), ("miss_any", 0.05), ("alert", 0.05),
-                      ("negative", 0.05), ("status_chase_snap", 0.05))}
-MAX_S = {"check": 30.0, "status_snap": 30.0}     # a mix's longest stream (default MAX_STREAM_S)
+                      ("negative", 0.05), ("status_chase_snap", 0.05)),
+         "final_long": (("qa", 0.05), ("every", 0.1), ("idle_qa", 0.03), ("idle_alert", 0.05), ("alert", 0.12),
+                        ("pre_alert", 0.12), ("status_alert", 0.06), ("negative", 0.08), ("pre_negative", 0.05),
+                        ("chase_any", 0.05), ("pre_chase_any", 0.08), ("status_chase_any", 0.06), ("miss_any", 0.05),
+                        ("pre_miss_any", 0.05), ("status_chase_snap", 0.05))}
+MAX_S = {"check": 30.0, "status_snap": 30.0, "final_long": 90.0}    # a mix's longest stream (default MAX_STREAM_S)
 MIN_STREAM_S, MAX_STREAM_S = 10.0, 70.0
 MIN_GAP_S, MAX_GAP_S = 3.0, 25.0
 RAMP = 0.6

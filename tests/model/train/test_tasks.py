@@ -169,3 +169,15 @@ def test_pre_episodes_ask_a_colour_question_before_the_request():
                                                              sorted(asks, key=lambda a: a.t_s)[1:]))
             before += bool(earlier)
     assert before >= 50
+
+
+def test_every_mix_draws_known_kinds_with_shares_summing_to_one():
+    """`--mix NAME` must not fail hours into a run on a misspelt kind or bad shares."""
+    from model.train.recipe import MIXES
+    rng = np.random.default_rng(3)
+    for name, mix in MIXES.items():
+        kinds, shares = zip(*mix)
+        assert abs(sum(shares) - 1.0) < 1e-9 and min(shares) > 0, name
+        for kind in kinds:
+            world, asks = tasks.episode(rng, kind, 40.0, max_gap_s=25.0)
+            assert asks and all(0 < a.t_s < world.duration_s for a in asks), (name, kind)
