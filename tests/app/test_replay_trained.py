@@ -54,6 +54,17 @@ def replayed_after_a_colour_answer(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def replayed_late_in_a_long_stream(tmp_path_factory):
+    """Nine colours over 58 s; at 44.3 s, while black, "Tell me when it turns yellow.": blue
+    comes first (45.7 s), yellow at 54.5 s. The model before the fifth stage alerted at blue
+    (seeds 3000, long stream 298 of docs/training.md)."""
+    return _replay(tmp_path_factory.mktemp("trained-replay-late"),
+                   World.scripted([(0.0, "blue"), (5.3, "red"), (13.6, "yellow"), (26.2, "black"), (29.7, "green"),
+                                   (32.9, "yellow"), (41.7, "black"), (45.7, "blue"), (54.5, "yellow")], 58.0),
+                   ["44.3:Tell me when it turns yellow."])
+
+
+@pytest.fixture(scope="module")
 def replayed_every_change(tmp_path_factory):
     """Red 0-4.3 s, green to 8.6 s, blue to 12.2 s, yellow to 16 s; "Which colour are you
     waiting for?" at 1 s (nothing waits), "Tell me every time the background changes." at 2 s."""
@@ -104,6 +115,15 @@ def test_a_colour_answer_before_the_request_does_not_make_the_alert_early(replay
     _one_alert(got, 2.5, (11.5, 12.5), "white")
     (answer,) = [text for t, text, _ in got if t == 1.0]
     assert "red" in answer.lower() and len(got) == 3
+
+
+def test_late_in_a_long_stream_the_alert_waits_for_the_colour_asked_for(replayed_late_in_a_long_stream):
+    """Past the 45-chunk window's cuts, with yellow seen twice before the request: yellow first
+    shows in the chunk ending at 55.3 s; the alert names it then or one chunk later, once, not
+    at the change to blue (46.3 s)."""
+    got = replies(replayed_late_in_a_long_stream)
+    _one_alert(got, 44.3, (55.3, 56.3), "yellow")
+    assert len(got) == 2
 
 
 def test_the_status_question_names_the_awaited_colour_not_the_one_on_screen(replayed_past_a_distractor):
