@@ -57,7 +57,7 @@ def replayed_after_a_colour_answer(tmp_path_factory):
 def replayed_late_in_a_long_stream(tmp_path_factory):
     """Nine colours over 58 s; at 44.3 s, while black, "Tell me when it turns yellow.": blue
     comes first (45.7 s), yellow at 54.5 s. The model before the fifth stage alerted at blue
-    (seeds 3000, long stream 298 of docs/training.md)."""
+    (held-out long stream 3298 of docs/training.md)."""
     return _replay(tmp_path_factory.mktemp("trained-replay-late"),
                    World.scripted([(0.0, "blue"), (5.3, "red"), (13.6, "yellow"), (26.2, "black"), (29.7, "green"),
                                    (32.9, "yellow"), (41.7, "black"), (45.7, "blue"), (54.5, "yellow")], 58.0),
@@ -118,9 +118,9 @@ def test_a_colour_answer_before_the_request_does_not_make_the_alert_early(replay
 
 
 def test_late_in_a_long_stream_the_alert_waits_for_the_colour_asked_for(replayed_late_in_a_long_stream):
-    """Past the 45-chunk window's cuts, with yellow seen twice before the request: yellow first
-    shows in the chunk ending at 55.3 s; the alert names it then or one chunk later, once, not
-    at the change to blue (46.3 s)."""
+    """With yellow seen twice before the request and the 45-chunk window cut one chunk after it
+    (45.3 s): yellow first shows in the chunk ending at 55.3 s; the alert names it then or one
+    chunk later, once, not at the change to blue (46.3 s)."""
     got = replies(replayed_late_in_a_long_stream)
     _one_alert(got, 44.3, (55.3, 56.3), "yellow")
     assert len(got) == 2
