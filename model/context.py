@@ -53,6 +53,7 @@ class QaTurn:
     """A text-only round of the QA history: user text ("" for a continuation) + answer."""
     text: str
     answer: tuple[int, ...] | None
+    key: int = field(default=-1, compare=False)    # the round's key (not part of the text)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def qa_groups(outside: list[Round], qa_groups_max: int, max_rounds: int) -> list
 
 
 def qa_turns(groups: list[list[Round]]) -> tuple[QaTurn, ...]:
-    return tuple(QaTurn(r.question or "", r.answer) for g in groups for r in g)
+    return tuple(QaTurn(r.question or "", r.answer, r.key) for g in groups for r in g)
 
 
 def plan(rounds: list[Round], start_s: float, qa_groups_max: int, max_rounds: int) -> Plan:

@@ -7,9 +7,10 @@ Contract:
   everything there). Answers are what the model said, except at an annotated chunk, where
   the note replaces it ("say"/"better": its text; "silent": ``None``).
 * ``moments`` lists each note with the recorded decision at its chunk (``before``) and where
-  it sits (stream, position). A note whose number is in ``held_out`` is not applied, and
-  its chunk is cut out of the streams (the pieces before and after become streams of their
-  own), so no sample ever shows it: it is measured on, never trained on.
+  it sits (stream, position). A note whose number is in ``held_out`` is not applied: its
+  chunk stays in the stream as recorded (what the model saw and did), marked
+  ``context_only``, so no sample is anchored at it or supervises its turn: it is measured
+  on, never trained on, and the notes after it keep the context they were made in.
 * ``build(streams, moments, layout, grid_of, windows) -> (samples, focus)``: the samples of
   ``model.train.samples.build_samples`` (one per answer, balanced loss, AURA's windows,
   plus one at the stream's end when it ends silent: silences after the last answer were
@@ -34,7 +35,7 @@ class Moment:
     note: notes.Annotation
     before: dict[str, Any]
     held_out: bool = False
-    stream: int = -1        # index into the streams (-1: held out, cut away)
+    stream: int = -1        # index into the streams (-1: held out)
     position: int = -1      # the chunk's place in that stream
     samples: int = 0        # training samples that show the note (see ``build``)
     after: dict[str, Any] = field(default_factory=dict)
@@ -76,11 +77,8 @@ def recording_streams(rec_dir: Path, held_out: set[int] | frozenset = frozenset(
             if not held:
                 answer = None if a.kind == "silent" else a.text
                 m.stream, m.position = len(streams) - 1, len(streams[-1])
-        if held:          # cut the chunk out: no sample may show it
-            streams.append([])
-            continue
         streams[-1].append(ChunkRecord(tuple(chunk.frames), float(chunk.start_s), float(chunk.t_s),
-                                       step.get("question") or None, answer))
+                                       step.get("question") or None, answer, context_only=held))
     for rest in by_chunk.values():   # notes on chunks the video no longer holds (cut by a crash)
         moments.extend(Moment(rec_dir.name, a, {"decision": None, "p_silent": None, "reply": None},
                               held_out=True) for a in rest)

@@ -5,7 +5,9 @@ Contract:
   sequence unrolling, one ``Sample`` per spoken answer (``ChunkRecord.answer``) of the
   stream, anchored at that answer's chunk; a stream with K answers gives K samples. With
   ``tail``, one more anchored at the last chunk when it is silent, so the silent steps after
-  the last answer are supervised too (``anchors`` lists the anchors in order).
+  the last answer are supervised too (``anchors`` lists the anchors in order). A
+  ``context_only`` chunk is never an anchor and its turn is never supervised (it stays in
+  the context, video and turn, as recorded).
 * Each sample's context is what the engine would hold at that chunk: the video window
   advanced by ``model.context.advance_window`` from the first chunk (N = 30 s growing to
   N + N' = 45 s, then N' leave at once) and the QA window of ``model.context.plan``
@@ -79,8 +81,8 @@ def build_samples(records, layout: Layout, grid_of, windows: Windows = Windows()
 
 def anchors(records, tail: bool = False) -> list[int]:
     """The chunks ``build_samples`` anchors its samples at, in its order."""
-    out = [i for i, r in enumerate(records) if r.answer is not None]
-    if tail and records and records[-1].answer is None:
+    out = [i for i, r in enumerate(records) if r.answer is not None and not r.context_only]
+    if tail and records and records[-1].answer is None and not records[-1].context_only:
         out.append(len(records) - 1)
     return out
 
@@ -89,20 +91,22 @@ def render(records, rounds, anchor: int, layout: Layout, grid_of, windows: Windo
     """The sample anchored at round ``anchor`` (its answer, or its silence, ends the sample)."""
     start = window_start(records, anchor, windows)
     plan = ctx.plan(rounds[:anchor + 1], start, windows.qa_groups, windows.max_group_rounds)
-    segs, turns, frames = [layout.system()], [], []
+    segs, turns, frames, seen = [layout.system()], [], [], []
     for qa in plan.qa:
         segs.append(layout.text_turn(qa.text))
         turns.append(len(segs))
         segs.append(layout.answer(qa.answer))
+        seen.append(records[qa.key].context_only)
     for r in plan.window:
         fr = records[r.key].frames
         segs.append(layout.chunk(grid_of(fr), r.question))
         frames.append(fr)
         turns.append(len(segs))
         segs.append(layout.answer(r.answer))
+        seen.append(records[r.key].context_only)
     silent = [segs[i].ids[0] == layout.sp.silent and len(segs[i]) == len(layout.answer(None))
               for i in turns]
-    w_turn = turn_weights(silent, loss)
+    w_turn = turn_weights(silent, loss, seen)
     ids, pos, labels, weights, p = [], [], [], [], 0
     for i, seg in enumerate(segs):
         positions, p = segment_positions(seg, p)

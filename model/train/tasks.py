@@ -1,9 +1,10 @@
 """Questions, answers and the per-chunk script of a synthetic stream.
 
 Contract:
-* ``ChunkRecord(frames, start_s, t_s, question, answer)``: one 1-s step of a stream, the unit
-  ``samples.build_samples`` takes (``answer`` = reply text, None = ``<|silent|>``). Fine-tuning
-  from reviews builds the same records from a recording.
+* ``ChunkRecord(frames, start_s, t_s, question, answer, context_only)``: one 1-s step of a
+  stream, the unit ``samples.build_samples`` takes (``answer`` = reply text, None =
+  ``<|silent|>``; ``context_only``: in the context, never supervised). Fine-tuning from
+  reviews builds the same records from a recording.
 * ``script(chunks, questions)``: the right answer per chunk, from the chunk's last frame:
   - "What colour is the background?": ``answer_colour`` at once;
   - "Tell me when the background turns X.": ``ACK`` at once, silent until a chunk shows X,
@@ -82,6 +83,7 @@ class ChunkRecord:
     t_s: float
     question: str | None = None
     answer: str | None = None       # None = silent
+    context_only: bool = False      # seen, never a target (a held-out note's chunk)
 
 
 def ask_colour(rng) -> str:

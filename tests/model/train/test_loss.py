@@ -29,6 +29,16 @@ def test_turn_weights_ce_supervises_every_turn_with_weight_one():
         turn_weights([True], "focal")
 
 
+def test_context_only_turns_get_no_weight_and_do_not_count():
+    """A held-out turn (``context``) is never a target: weight 0 under both losses, not in
+    N_silent, and never the last answer (the answer before it is then the target)."""
+    silent = [True, False, True, False, True]
+    context = [False, False, True, True, False]
+    assert turn_weights(silent, "balanced", context) == [0.5, 1.0, 0.0, 0.0, 0.5]
+    assert turn_weights(silent, "ce", context) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert turn_weights(silent, "balanced", [False] * 5) == turn_weights(silent, "balanced")
+
+
 def test_balanced_loss_is_the_weighted_sum_over_the_count_of_supervised_tokens():
     """L = -(1/sum m) sum m w log p, computed by hand from explicit softmaxes (guards a
     normalisation by sum m*w, or a missing weight)."""

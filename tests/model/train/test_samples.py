@@ -82,6 +82,29 @@ def test_the_tail_sample_supervises_the_silences_after_the_last_answer(layout):
     assert anchors(recs[:4], tail=True) == [1, 3]
 
 
+def test_a_context_only_chunk_is_seen_but_never_supervised_nor_an_anchor(layout):
+    """A held-out note's chunk stays in the context as recorded (video and turn), but no
+    sample is anchored at it and no sample supervises its turn, under either loss."""
+    from dataclasses import replace
+
+    from model.train.samples import anchors
+    recs = records(7, {1: "Tell me when it turns red."}, {1: ACK, 3: "The background turned blue.",
+                                                         5: "The background turned red."})
+    recs[3] = replace(recs[3], context_only=True)
+    assert anchors(recs, tail=True) == [1, 5, 6]
+    for loss in ("balanced", "ce"):
+        samples = build_samples(recs, layout, lambda fr: (2, 2), loss=loss, tail=True)
+        assert len(samples) == 3
+        for s in samples[1:]:
+            assert "The background turned blue.<|im_end|>" in layout.tok.decode(s.ids.tolist())
+            assert "blue" not in supervised(s, layout.tok)[0]
+    text, weights = supervised(build_samples(recs, layout, lambda fr: (2, 2))[1], layout.tok)
+    assert text == "<|silent|><|im_end|>" * 3 + "The background turned red.<|im_end|>"
+    assert weights == [round(1 / 3, 4), 1.0]
+    recs[6] = replace(recs[6], context_only=True)
+    assert anchors(recs, tail=True) == [1, 5]
+
+
 def test_labels_are_the_next_token_of_each_supervised_position(layout):
     """labels[j] = ids[j + 1] wherever supervised (what the logits at j predict)."""
     recs = records(3, {0: "What colour is the background?"}, {0: "The background is red."})
